@@ -19,3 +19,10 @@ class SplitLeakageError(CiteVAEError):
 
 class ModelFileError(CiteVAEError):
     """A saved model directory is missing, corrupt, or from an incompatible version."""
+
+
+def format_names(names, limit: int = 10) -> str:
+    """Quote up to ``limit`` names for an error message, saying how many more there are."""
+    names = list(names)
+    shown = ", ".join(repr(name) for name in names[:limit])
+    return shown + (f", ... ({len(names) - limit} more)" if len(names) > limit else "")
