@@ -29,6 +29,16 @@ def test_pairwise_sq_dists_matches_direct_formula():
     np.testing.assert_allclose(pairwise_sq_dists(_t(x), _t(y)).numpy(), expected, atol=1e-9)
 
 
+def test_duplicates_at_exactly_zero_distance_in_float32():
+    rng = np.random.default_rng(6)
+    x = torch.as_tensor(np.log1p(rng.poisson(3.0, size=(50, 500))), dtype=torch.float32)
+    assert (pairwise_sq_dists(x, x.clone()).diagonal() == 0).all()
+    assert float(energy_distance(x, x.clone())) == 0.0
+    y = torch.as_tensor(np.log1p(rng.poisson(3.3, size=(40, 500))), dtype=torch.float64)
+    e64 = float(energy_distance(x.double(), y))
+    assert float(energy_distance(x, y.float())) == pytest.approx(e64, rel=1e-4)
+
+
 def test_energy_1d_hand_computed():
     # x = {0, 1}, y = {3}: E|X-Y| = (3 + 2) / 2 = 2.5, E|X-X'| = (0 + 1 + 1 + 0) / 4 = 0.5, E|Y-Y'| = 0
     value = energy_distance(_t([[0.0], [1.0]]), _t([[3.0]]))

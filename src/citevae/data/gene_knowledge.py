@@ -13,7 +13,7 @@ import hashlib
 import logging
 import re
 import zlib
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -55,6 +55,13 @@ def _count_header_lines(path: Path) -> int:
     return n
 
 
+def _per_category(values: pd.Series, test: Callable[[pd.Series], Any]) -> np.ndarray:
+    """Boolean mask from ``test`` evaluated once per category of a categorical Series."""
+    categories = values.cat.categories.astype(str)
+    per_category = np.asarray(test(pd.Series(categories)), dtype=bool)
+    return np.append(per_category, False)[values.cat.codes.to_numpy()]
+
+
 def read_gaf(
     path: str | Path,
     aspects: Sequence[str] = ("P", "F", "C"),
@@ -80,7 +87,7 @@ def read_gaf(
                 header=None,
                 skiprows=n_header,
                 usecols=_USECOLS,
-                dtype=str,
+                dtype="category",
                 quoting=csv.QUOTE_NONE,
                 keep_default_na=False,
                 engine="c",
@@ -96,20 +103,21 @@ def read_gaf(
         ) from exc
 
     raw.columns = ["gene", "qualifier", "go_id", "evidence", "aspect"]
-    raw = raw[~raw["gene"].str.startswith("!")]
+    raw = raw[~_per_category(raw["gene"], lambda c: c.str.startswith("!") | (c == ""))]
     if raw.empty:
         raise DataValidationError(f"GAF file {path} has no annotation rows.")
-    valid = raw["go_id"].str.match(_GO_ID.pattern) & raw["aspect"].isin(["P", "F", "C"])
+    go_ok = _per_category(raw["go_id"], lambda c: c.str.match(_GO_ID.pattern))
+    valid = go_ok & raw["aspect"].isin(["P", "F", "C"]).to_numpy()
     if valid.mean() < 0.5:
         bad = raw.loc[~valid].iloc[0]
         raise DataValidationError(
             f"{path} is not a GAF file: column 5 should hold GO ids (GO:0000000) and column 9 "
             f"an aspect P/F/C, found {bad['go_id']!r} and {bad['aspect']!r}."
         )
-    raw = raw[valid & (raw["gene"] != "")]
-    negated = raw["qualifier"].str.split("|").map(lambda q: "NOT" in q)
-    keep = ~negated & raw["aspect"].isin(list(aspects)) & ~raw["evidence"].isin(exclude_evidence)
-    out = raw.loc[keep, list(GAF_COLUMNS)].drop_duplicates().reset_index(drop=True)
+    negated = _per_category(raw["qualifier"], lambda c: c.str.split("|").map(lambda q: "NOT" in q))
+    keep = valid & ~negated & raw["aspect"].isin(list(aspects)).to_numpy()
+    keep &= ~raw["evidence"].isin(list(exclude_evidence)).to_numpy()
+    out = raw.loc[keep, list(GAF_COLUMNS)].astype(str).drop_duplicates().reset_index(drop=True)
     if out.empty:
         raise DataValidationError(
             f"GAF file {path} has no annotation left after filtering (aspects={tuple(aspects)}, "

@@ -12,7 +12,10 @@ from scipy import sparse
 
 from citevae.errors import DataValidationError, format_names
 
-Scale = Literal["counts", "log1p"]
+Scale = Literal["counts", "log1p", "continuous"]
+"""Expression scales: raw counts (negative binomial likelihood), log1p-normalised values, or other
+continuous values such as simulated or scaled features (both Gaussian)."""
+SCALES = ("counts", "log1p", "continuous")
 
 LOG1P_MAX = 30.0
 """Values above this cannot be log1p-normalised expression (exp(30) ~ 1e13 counts)."""
@@ -88,12 +91,13 @@ def check_expression(
 ) -> tuple[Scale, np.ndarray]:
     """Check values and decide the scale; returns (scale, per-cell totals of the matrix).
 
-    Refuses NaN or infinite values, negative values, non-integers where counts are declared, cells
-    whose counts are all zero, and values that are neither counts nor log1p-normalised.
+    Refuses NaN or infinite values, negative values (unless "continuous" is declared), non-integers
+    where counts are declared, cells whose counts are all zero, and values that are neither counts
+    nor log1p-normalised.
     """
     where = f"adata.layers[{layer!r}]" if layer else "adata.X"
-    if scale not in ("auto", "counts", "log1p"):
-        raise DataValidationError(f"scale must be 'auto', 'counts' or 'log1p', got {scale!r}")
+    if scale != "auto" and scale not in SCALES:
+        raise DataValidationError(f"scale must be 'auto' or one of {SCALES}, got {scale!r}")
     matrix = expression_matrix(adata, layer)
     dtype = np.dtype(matrix.dtype)
     if not (np.issubdtype(dtype, np.number) or dtype == np.bool_):
@@ -110,12 +114,13 @@ def check_expression(
                 f"gene {adata.var_names[col]!r}"
             )
         negative = block < 0
-        if negative.any():
+        if negative.any() and scale != "continuous":
             row, col = np.argwhere(negative)[0]
             raise DataValidationError(
                 f"{where} holds {int(negative.sum())} negative value(s), first at cell "
                 f"{adata.obs_names[start + row]!r}, gene {adata.var_names[col]!r}; expression must "
-                "be raw counts or log1p-normalised values (both >= 0)"
+                "be raw counts or log1p-normalised values (both >= 0); declare "
+                "scale='continuous' for other real-valued features"
             )
         all_integer = all_integer and bool(np.all(block == np.round(block)))
         maximum = max(maximum, float(block.max(initial=0.0)))
@@ -135,7 +140,7 @@ def check_expression(
                 f"{format_names(adata.obs_names[empty].tolist(), 5)}); "
                 "filter them first (sc.pp.filter_cells(adata, min_counts=1))"
             )
-    elif maximum > LOG1P_MAX:
+    elif scale == "log1p" and maximum > LOG1P_MAX:
         raise DataValidationError(
             f"{where} is not integer counts and its maximum {maximum:.4g} is too large for "
             "log1p-normalised data; pass raw counts, or normalise first "

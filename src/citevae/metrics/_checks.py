@@ -59,7 +59,5 @@ def gene_index(genes: object | None, n_genes: int) -> np.ndarray | slice:
         raise CiteVAEError("genes selects no gene; pass at least one gene index or None for all")
     bad = idx[(idx < 0) | (idx >= n_genes)]
     if bad.size:
-        raise CiteVAEError(
-            f"gene index {int(bad[0])} is out of range for {n_genes} genes (0..{n_genes - 1})"
-        )
+        raise CiteVAEError(f"gene index {int(bad[0])} is out of range for {n_genes} genes (0..{n_genes - 1})")
     return idx

@@ -37,9 +37,7 @@ def top_de_genes(
     if not isinstance(n, int | np.integer) or n < 1:
         raise CiteVAEError(f"n must be a positive integer, got {n!r}")
     if groupby not in adata.obs.columns:
-        raise DataValidationError(
-            f"obs column {groupby!r} not found; available: {list(adata.obs.columns)}"
-        )
+        raise DataValidationError(f"obs column {groupby!r} not found; available: {list(adata.obs.columns)}")
     if layer is not None and layer not in adata.layers:
         raise DataValidationError(f"layer {layer!r} not found; available: {list(adata.layers)}")
     labels = adata.obs[groupby].to_numpy()
@@ -69,16 +67,17 @@ def top_de_genes(
     )
     var = pd.DataFrame(index=pd.RangeIndex(adata.n_vars).astype(str))  # names = positions
     tmp = ad.AnnData(X=x.astype(np.float64), obs=obs, var=var)
-    sc.tl.rank_genes_groups(
-        tmp,
-        _KEY,
-        groups=[_GROUP],
-        reference=_REF,
-        method="wilcoxon",
-        n_genes=adata.n_vars,
-        use_raw=False,
-        key_added=_KEY,
-    )
+    with np.errstate(invalid="ignore", divide="ignore"):  # log fold changes (unused) of log1p<0
+        sc.tl.rank_genes_groups(
+            tmp,
+            _KEY,
+            groups=[_GROUP],
+            reference=_REF,
+            method="wilcoxon",
+            n_genes=adata.n_vars,
+            use_raw=False,
+            key_added=_KEY,
+        )
     result = tmp.uns[_KEY]
     positions = np.asarray(result["names"][_GROUP]).astype(np.intp)
     scores = np.empty(adata.n_vars)

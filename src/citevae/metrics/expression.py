@@ -73,8 +73,7 @@ def perturbed_centroid(perturbation_means: np.ndarray) -> np.ndarray:
     arr = np.asarray(perturbation_means, dtype=np.float64)
     if arr.ndim != 2 or arr.shape[0] == 0 or arr.shape[1] == 0:
         raise CiteVAEError(
-            "perturbation_means must be a non-empty 2-D (perturbations, genes) array, "
-            f"got shape {arr.shape}"
+            f"perturbation_means must be a non-empty 2-D (perturbations, genes) array, got shape {arr.shape}"
         )
     return arr.mean(axis=0)
 

@@ -45,9 +45,7 @@ def abs_correlation_matrix(z_true: np.ndarray, z_learned: np.ndarray) -> np.ndar
 
 
 @overload
-def mcc(
-    z_true: np.ndarray, z_learned: np.ndarray, return_matching: Literal[False] = ...
-) -> float: ...
+def mcc(z_true: np.ndarray, z_learned: np.ndarray, return_matching: Literal[False] = ...) -> float: ...
 @overload
 def mcc(
     z_true: np.ndarray, z_learned: np.ndarray, return_matching: Literal[True]
@@ -98,9 +96,7 @@ def r2_per_factor(
     z, rep = _as_latent(z_true, "z_true"), _as_latent(representation, "representation")
     n = z.shape[0]
     if rep.shape[0] != n:
-        raise CiteVAEError(
-            f"z_true has {n} cells but representation has {rep.shape[0]}; pass the same cells"
-        )
+        raise CiteVAEError(f"z_true has {n} cells but representation has {rep.shape[0]}; pass the same cells")
     n_test = round(test_fraction * n)
     if not 0.0 < test_fraction < 1.0 or n_test < 2 or n - n_test < 2:
         raise CiteVAEError(

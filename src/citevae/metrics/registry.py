@@ -28,9 +28,7 @@ N_TOP_DE = 20
 """Number of top DE genes used by the ``*_top20_de`` metrics."""
 
 
-def _mse(
-    pred: np.ndarray, true: np.ndarray, reference: np.ndarray, genes: np.ndarray | None = None
-) -> float:
+def _mse(pred: np.ndarray, true: np.ndarray, reference: np.ndarray, genes: np.ndarray | None = None) -> float:
     """``mse`` in the uniform signature (reference unused)."""
     return mse(pred, true, genes)
 
@@ -82,9 +80,7 @@ def evaluate_perturbation(
     ctrl = as_cells(control_cells, "control_cells")
     n_genes = {"pred_cells": pred.shape[1], "true_cells": true.shape[1], "control": ctrl.shape[1]}
     if len(set(n_genes.values())) > 1:
-        raise CiteVAEError(
-            f"cell arrays differ in gene count {n_genes}; align them on one gene list"
-        )
+        raise CiteVAEError(f"cell arrays differ in gene count {n_genes}; align them on one gene list")
     pred_mean, true_mean, ctrl_mean = pred.mean(0), true.mean(0), ctrl.mean(0)
 
     out = {"pearson_delta": get_metric("pearson_delta")(pred_mean, true_mean, ctrl_mean, None)}
@@ -95,12 +91,8 @@ def evaluate_perturbation(
     if perturbed_centroid is not None:
         centroid = as_vector(perturbed_centroid, "perturbed_centroid")
         if centroid.size != pred_mean.size:
-            raise CiteVAEError(
-                f"perturbed_centroid has {centroid.size} genes, cells have {pred_mean.size}"
-            )
-        out["pearson_delta_systema"] = get_metric("pearson_delta")(
-            pred_mean, true_mean, centroid, None
-        )
+            raise CiteVAEError(f"perturbed_centroid has {centroid.size} genes, cells have {pred_mean.size}")
+        out["pearson_delta_systema"] = get_metric("pearson_delta")(pred_mean, true_mean, centroid, None)
     if pca is not None:
         out["energy_distance"] = energy_distance_pca(pred, true, pca)
         out["mmd"] = mmd_pca(pred, true, pca)

@@ -1,1 +1,5 @@
-"""citevae.model."""
+"""User-facing model: CiteVAE."""
+
+from citevae.model.citevae import CiteVAE
+
+__all__ = ["CiteVAE"]

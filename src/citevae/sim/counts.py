@@ -6,7 +6,7 @@ Each single target k (a measured gene) has its own mechanism: edge weights W_k o
 condition's parameters are the SUM of its targets' (control: all zero, i.e. W = 0, mean 0, scale 1),
 so pairs are additive in mechanism space and non-additive in expression through W and the decoder.
 
-Target effects are tied to the target gene (knockdown-like): m_k = -EFFECT_SIZE * (l_k / |l_k| +
+Target effects are tied to the target gene (knockdown-like): m_k = -effect_size * (l_k / |l_k| +
 EFFECT_NOISE * xi / sqrt(n)), xi ~ N(0, I), where l_k is gene k's row of the decoder's program
 loadings ("gene_loadings"), so perturbing a gene pushes down the programs it belongs to and its own
 expression. Since l_k also shapes gene k's co-expression across control cells, a descriptor built
@@ -41,8 +41,8 @@ from citevae.sim._mechanisms import (
     weights_on_graph,
 )
 
-EFFECT_SIZE = 0.75
-"""Per-step noise-mean shift magnitude of a single target."""
+EFFECT_SIZE = 0.5
+"""Default per-step noise-mean shift magnitude of a single target (argument ``effect_size``)."""
 EFFECT_NOISE = 0.3
 """Relative size of the target-specific random part of m_k."""
 TARGET_WEIGHT_RANGE = (0.2, 0.6)
@@ -134,6 +134,7 @@ def simulate_counts(
     mean_library_size: float = 2000.0,
     dispersion: float = 5.0,
     seed: int = 0,
+    effect_size: float = EFFECT_SIZE,
 ) -> ad.AnnData:
     """Simulate Perturb-seq-like NB counts of single and paired perturbations (module docstring).
 
@@ -146,6 +147,7 @@ def simulate_counts(
             control individuals are observed at t = 0 only and perturbed ones at t = T only.
         n_contexts: number of "cell_type" contexts. mean_library_size: mean total counts.
         dispersion: NB inverse dispersion theta > 0 (np.inf gives Poisson). seed: rng seed.
+        effect_size: per-step noise-mean shift of a single target along its gene's loadings (>= 0).
 
     Returns:
         AnnData, X CSR float32 integer counts (cells, G), var_names "G0000".. with var["is_target"],
@@ -164,6 +166,7 @@ def simulate_counts(
         n_programs, n_genes, n_targets, n_pairs, n_cells_per_condition, n_control_cells,
         n_steps, n_contexts, mean_library_size, dispersion,
     )  # fmt: skip
+    effect = check_float("effect_size", effect_size)
     n, G, T, n_ctx = a["n_programs"], a["n_genes"], a["n_steps"], a["n_contexts"]
     m = n
     rng = np.random.default_rng(seed)
@@ -183,7 +186,7 @@ def simulate_counts(
     t_weights = np.stack([weights_on_graph(graph, rng, *TARGET_WEIGHT_RANGE) for _ in range(nt)])
     load = decoder["gene_loadings"][target_idx]
     unit = load / np.linalg.norm(load, axis=1, keepdims=True)
-    t_mean = -EFFECT_SIZE * (unit + EFFECT_NOISE * rng.standard_normal((nt, n)) / np.sqrt(n))
+    t_mean = -effect * (unit + EFFECT_NOISE * rng.standard_normal((nt, n)) / np.sqrt(n))
     t_logscale = rng.uniform(-TARGET_LOGSCALE, TARGET_LOGSCALE, (nt, n))
 
     all_pairs = list(combinations(range(nt), 2))
@@ -235,7 +238,7 @@ def simulate_counts(
         **a,
         "paired": bool(paired),
         "seed": int(seed),
-        "effect_size": EFFECT_SIZE,
+        "effect_size": effect,
         "effect_noise": EFFECT_NOISE,
         "library_sigma": LIBRARY_SIGMA,
         "noise_true_t0": "basal deviation z_0 - mu_0(c) - context shift",

@@ -111,7 +111,7 @@ def simulate_vector(
     N = check_int("n_individuals_per_regime", n_individuals_per_regime, 1)
     T = check_int("n_steps", n_steps, 1)
     D = 2 * n if obs_dim is None else check_int("obs_dim", obs_dim, 1)
-    if D < n:
+    if n > D:
         raise CiteVAEError(
             f"obs_dim must be >= n_latents ({n}) for the mixing to be injective, got {obs_dim}"
         )

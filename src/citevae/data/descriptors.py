@@ -1,0 +1,103 @@
+"""Descriptors of perturbation target genes (MODEL.md section 3): what makes unseen genes predictable.
+
+Two sources, concatenated block-wise:
+- co-expression: each MEASURED gene's loadings on the top principal components of control cells
+  (log1p-normalised, genes standardised);
+- gene features: an optional user table keyed by gene symbol (Gene Ontology features from
+  ``citevae.data.gene_knowledge``, or any gene embedding).
+A gene missing from a block gets zeros there and an availability flag of 0; the flags are part of
+the descriptor so the descriptor network can tell "absent" from "zero".
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+from anndata import AnnData
+
+from citevae.data.registry import DataRegistry
+from citevae.data.validate import expression_matrix, iter_row_chunks
+from citevae.errors import DataValidationError
+
+
+@dataclass(frozen=True)
+class GeneDescriptors:
+    """Descriptor table of genes: ``values`` (n_genes, n_features) including availability flags."""
+
+    genes: tuple[str, ...]
+    values: np.ndarray
+    block_sizes: tuple[int, ...]
+    block_names: tuple[str, ...]
+
+    @property
+    def n_features(self) -> int:
+        """Descriptor length (blocks plus one availability flag per block)."""
+        return self.values.shape[1]
+
+    def lookup(self, names: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+        """Descriptors (len(names), n_features) float32 and availability (len(names),) bool."""
+        index = {g: i for i, g in enumerate(self.genes)}
+        out = np.zeros((len(names), self.n_features), dtype=np.float32)
+        has = np.zeros(len(names), dtype=bool)
+        for row, name in enumerate(names):
+            if name in index:
+                out[row] = self.values[index[name]]
+                has[row] = True
+        return out, has
+
+
+def log1p_normalised(block: np.ndarray, scale: str, library_scale: float = 1e4) -> np.ndarray:
+    """Rows of a matrix on the log1p-normalised scale (counts are depth-normalised first)."""
+    if scale != "counts":
+        return block
+    totals = block.sum(axis=1, keepdims=True)
+    return np.log1p(block / np.maximum(totals, 1e-12) * library_scale)
+
+
+def coexpression_loadings(adata: AnnData, registry: DataRegistry, cells: np.ndarray,
+                          n_components: int = 16) -> pd.DataFrame:
+    """Loadings (genes x n_components) of every gene on the top PCs of the given control cells.
+
+    Genes are standardised over the cells; loadings are right singular vectors scaled by the
+    singular values / sqrt(n_cells), i.e. each gene's correlation-like weight on each component.
+    """
+    if len(cells) < 2:
+        raise DataValidationError("co-expression descriptors need at least 2 control cells")
+    matrix = expression_matrix(adata, registry.layer)
+    blocks = [log1p_normalised(b, registry.scale) for _, b in iter_row_chunks(matrix[np.sort(cells)])]
+    data = np.concatenate(blocks)
+    std = data.std(axis=0)
+    data = (data - data.mean(axis=0)) / np.where(std > 0, std, 1.0)
+    k = min(n_components, min(data.shape) - 1)
+    _, singular, vt = np.linalg.svd(data, full_matrices=False)
+    loadings = (vt[:k].T * singular[:k]) / np.sqrt(len(cells))
+    columns = [f"pc{i}" for i in range(k)]
+    return pd.DataFrame(loadings.astype(np.float32), index=list(registry.var_names), columns=columns)
+
+
+def build_descriptors(adata: AnnData, registry: DataRegistry, control_cells: np.ndarray,
+                      gene_features: pd.DataFrame | None = None,
+                      n_components: int = 16) -> GeneDescriptors:
+    """Descriptors of every gene that has co-expression loadings or a row in ``gene_features``."""
+    blocks = {"coexpression": coexpression_loadings(adata, registry, control_cells, n_components)}
+    if gene_features is not None:
+        if not isinstance(gene_features, pd.DataFrame) or gene_features.index.has_duplicates:
+            raise DataValidationError(
+                "gene_features must be a DataFrame indexed by unique gene symbols"
+            )
+        numeric = gene_features.astype(np.float32)
+        if not np.isfinite(numeric.to_numpy()).all():
+            raise DataValidationError("gene_features holds NaN or infinite values")
+        blocks["gene_features"] = numeric
+    genes = sorted(set().union(*(set(b.index) for b in blocks.values())))
+    parts, flags = [], []
+    for block in blocks.values():
+        aligned = block.reindex(genes)
+        flags.append(aligned.notna().all(axis=1).to_numpy(np.float32)[:, None])
+        parts.append(aligned.fillna(0.0).to_numpy(np.float32))
+    values = np.concatenate(parts + flags, axis=1)
+    sizes = tuple(b.shape[1] for b in blocks.values())
+    return GeneDescriptors(tuple(genes), values, sizes, tuple(blocks))

@@ -1,0 +1,248 @@
+"""The user-facing CiteVAE model: setup, train, predict, latents, causal graph, save/load."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import fields
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+from anndata import AnnData
+
+from citevae._settings import set_num_threads
+from citevae.data.batching import CiteDataModule
+from citevae.data.descriptors import GeneDescriptors, build_descriptors
+from citevae.data.registry import DataRegistry, get_registry, setup_anndata
+from citevae.data.splits import Split
+from citevae.data.validate import check_anndata, expression_matrix, iter_row_chunks
+from citevae.errors import CiteVAEError, VocabularyError, format_names
+from citevae.model import io
+from citevae.model.prediction import build_prediction_rows, predictions_to_anndata
+from citevae.module.citevae import CiteVAEModule
+from citevae.module.config import ModuleConfig
+from citevae.train.plan import TrainingConfig
+from citevae.train.trainer import TrainingResult, fit
+
+PREDICT_BATCH = 2048
+"""Cells per forward pass when predicting or encoding."""
+
+
+class CiteVAE:
+    """CITE-VAE on a registered AnnData.
+
+    Args:
+        adata: data set up with ``CiteVAE.setup_anndata``.
+        gene_features: optional table (genes x features) describing target genes, e.g. Gene
+            Ontology features; needed to predict target genes that are not measured.
+        n_descriptor_components: principal components of control co-expression per gene.
+        **hparams: fields of ``ModuleConfig`` (architecture, objective weights).
+    """
+
+    def __init__(self, adata: AnnData, gene_features: pd.DataFrame | None = None,
+                 n_descriptor_components: int = 16, **hparams) -> None:
+        check_anndata(adata)
+        self.registry: DataRegistry = get_registry(adata)
+        self.registry.check_genes(adata)
+        unknown = sorted(set(hparams) - {f.name for f in fields(ModuleConfig)})
+        if unknown:
+            raise CiteVAEError(f"unknown hyperparameter(s): {', '.join(unknown)}")
+        self.adata = adata
+        encoded = self.registry.encode(adata, n_steps=hparams.get("n_steps", 4))
+        self.descriptors: GeneDescriptors = build_descriptors(
+            adata, self.registry, np.flatnonzero(encoded.is_control & (encoded.steps == 0)),
+            gene_features, n_descriptor_components)
+        targets = self.registry.vocabulary.targets
+        values, has = self.descriptors.lookup(targets)
+        config = ModuleConfig(
+            n_genes=self.registry.n_genes,
+            n_targets=len(targets),
+            descriptor_dim=self.descriptors.n_features,
+            covariate_sizes=tuple(len(self.registry.covariate_categories[k])
+                                  for k in self.registry.covariate_keys),
+            likelihood="nb" if self.registry.scale == "counts" else "gaussian",
+            **hparams,
+        )
+        self.module = CiteVAEModule(config, torch.from_numpy(values), torch.from_numpy(has))
+        self.training_result: TrainingResult | None = None
+        self.training_config = TrainingConfig()
+        self.is_trained = False
+
+    setup_anndata = staticmethod(setup_anndata)
+
+    @property
+    def config(self) -> ModuleConfig:
+        """The module's hyperparameters."""
+        return self.module.config
+
+    def __repr__(self) -> str:
+        cfg = self.config
+        return (f"CiteVAE({self.registry.n_genes} genes, {cfg.n_targets} targets, "
+                f"{cfg.n_programs} programs, likelihood={cfg.likelihood}, "
+                f"trained={self.is_trained})")
+
+    # training ------------------------------------------------------------------------------
+    def train(self, max_epochs: int | None = None, split: Split | None = None,
+              train_mask: np.ndarray | None = None, val_mask: np.ndarray | None = None,
+              accelerator: str = "cpu", devices: int | str = 1, strategy: str = "auto",
+              num_nodes: int = 1, checkpoint_dir: str | Path | None = None,
+              progress_bar: bool = True, num_threads: int | None = None,
+              **training: object) -> TrainingResult:
+        """Fit the model (Lightning) on the training cells.
+
+        Cells come from ``split`` ("train"/"val" sets) or the masks; by default a seeded 10% of
+        the cells of each condition is held out for validation. ``training`` holds fields of
+        ``TrainingConfig`` (learning_rate, seed, kl_warmup_epochs, ...).
+        """
+        set_num_threads(num_threads)
+        config = TrainingConfig(**{**training, **({"max_epochs": max_epochs} if max_epochs else {})})
+        if split is not None:
+            train_mask, val_mask = split.mask("train"), split.mask("val")
+        if train_mask is None:
+            rng = np.random.default_rng(config.seed)
+            val_mask = rng.random(self.adata.n_obs) < 0.1
+            train_mask = ~val_mask
+        datamodule = CiteDataModule(self.adata, self.registry, np.asarray(train_mask, bool),
+                                    None if val_mask is None else np.asarray(val_mask, bool),
+                                    n_steps=self.config.n_steps,
+                                    cells_per_group=config.cells_per_group,
+                                    groups_per_batch=config.groups_per_batch, seed=config.seed)
+        self.module.train()
+        self.training_result = fit(self.module, datamodule, config, accelerator, devices,
+                                   strategy, num_nodes, checkpoint_dir, progress_bar)
+        self.module.eval()
+        self.module.cpu()
+        self.training_config = config
+        self.is_trained = True
+        return self.training_result
+
+    # prediction ----------------------------------------------------------------------------
+    def predict(self, controls: AnnData, perturbations: Sequence[str],
+                times: Sequence | None = None, sample: bool = False,
+                seed: int | None = None) -> AnnData:
+        """Predict every control cell under every perturbation at every time.
+
+        Args:
+            controls: control cells (registered genes; covariate columns if registered).
+            perturbations: condition labels, e.g. ["KLF1", "KLF1+MAP2K6"]; targets never seen in
+                training need a descriptor (measured gene or a row of ``gene_features``).
+            times: time labels (registered time key), default the latest observed label; without
+                a time key, perturbed cells are predicted at step T.
+            sample: False gives means (deterministic); True draws latent noise and counts.
+            seed: seed of the draws when ``sample`` is True.
+
+        Returns:
+            AnnData (n_controls * n_perturbations * n_times, G), genes in training order, ``obs``
+            with perturbation, time, source control cell and covariates, the scale in
+            ``uns["citevae"]["scale"]``; for count models a "log1p" layer as well.
+        """
+        self._check_trained()
+        rows = build_prediction_rows(self.registry, controls, perturbations, times,
+                                     self.config.n_steps)
+        targets, descriptors, has = self._target_codes(rows.perturbations)
+        generator = torch.Generator().manual_seed(seed) if seed is not None else None
+        if sample and generator is None:
+            generator = torch.Generator().manual_seed(int(torch.randint(2**62, ()).item()))
+        x, library, covariates = self._control_tensors(controls)
+        out = []
+        self.module.eval()
+        for start in range(0, len(rows.source), PREDICT_BATCH):
+            block = slice(start, start + PREDICT_BATCH)
+            source = torch.as_tensor(rows.source[block])
+            result = self.module.predict(
+                x[source], library[source], covariates[source],
+                targets[torch.as_tensor(rows.perturbation_index[block])],
+                torch.as_tensor(rows.steps[block]), sample=sample, generator=generator,
+                descriptors=descriptors, has_descriptor=has)
+            out.append(result["expression"].numpy())
+        return predictions_to_anndata(np.concatenate(out), rows, controls, self.registry,
+                                      self.config.library_scale, sample, seed)
+
+    def _target_codes(self, perturbations: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor,
+                                                                  torch.Tensor]:
+        """Multi-hot codes over known + new targets, and descriptors of all of them."""
+        vocabulary = self.registry.vocabulary.extended(perturbations)
+        new = list(vocabulary.targets[self.registry.vocabulary.n_targets:])
+        values, has = self.descriptors.lookup(vocabulary.targets)
+        lacking = [t for t, h in zip(new, has[len(has) - len(new):], strict=True) if not h]
+        if lacking:
+            raise VocabularyError(
+                f"target gene(s) {format_names(lacking)} were never perturbed in training and "
+                "have no descriptor (not a measured gene and not in gene_features); they cannot "
+                "be predicted"
+            )
+        train_values, train_has = self.module.embedding.descriptors, self.module.embedding.has_descriptor
+        values = np.concatenate([train_values.numpy(), values[len(train_values):]])
+        has = np.concatenate([train_has.numpy(), has[len(train_has):]])
+        codes = torch.from_numpy(vocabulary.multi_hot(perturbations).toarray())
+        return codes, torch.from_numpy(values), torch.from_numpy(has)
+
+    def _control_tensors(self, adata: AnnData) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Expression (B, G), library (B,) and covariate codes (B, C) of cells of ``adata``."""
+        self.registry.check_genes(adata)
+        matrix = expression_matrix(adata, self.registry.layer)
+        x = np.concatenate([block for _, block in iter_row_chunks(matrix)]).astype(np.float32)
+        library = x.sum(1) if self.registry.scale == "counts" else np.ones(len(x), np.float32)
+        if self.registry.scale == "counts" and self.registry.library_size_key in adata.obs:
+            library = adata.obs[self.registry.library_size_key].to_numpy(np.float32)
+        codes = np.zeros((adata.n_obs, len(self.registry.covariate_keys)), dtype=np.int64)
+        for j, key in enumerate(self.registry.covariate_keys):
+            if key not in adata.obs:
+                raise CiteVAEError(f"covariate column {key!r} is missing from the cells' obs")
+            values = adata.obs[key].astype(str)
+            categories = self.registry.covariate_categories[key]
+            unknown = sorted(set(values) - set(categories))
+            if unknown:
+                raise VocabularyError(f"covariate {key!r} has unseen value(s) {format_names(unknown)}")
+            codes[:, j] = pd.Categorical(values, categories=categories).codes
+        return (torch.from_numpy(x), torch.as_tensor(library, dtype=torch.float32),
+                torch.from_numpy(codes))
+
+    # latents and graph ---------------------------------------------------------------------
+    def get_latent(self, adata: AnnData | None = None, inplace: bool = True
+                   ) -> dict[str, np.ndarray] | None:
+        """Posterior means of c (n_invariant) and z (n_programs) of every cell.
+
+        With ``inplace`` they go to ``adata.obsm["citevae_c"]`` and ``["citevae_z"]``;
+        otherwise a dict {"c": (N, m), "z": (N, n)} is returned.
+        """
+        self._check_trained()
+        adata = self.adata if adata is None else adata
+        x, library, covariates = self._control_tensors(adata)
+        c_parts, z_parts = [], []
+        self.module.eval()
+        with torch.no_grad():
+            for start in range(0, len(x), PREDICT_BATCH):
+                block = slice(start, start + PREDICT_BATCH)
+                inf = self.module.inference(x[block], library[block], covariates[block], sample=False)
+                c_parts.append(inf.c_mean.numpy())
+                z_parts.append(inf.z_mean.numpy())
+        latent = {"c": np.concatenate(c_parts), "z": np.concatenate(z_parts)}
+        if not inplace:
+            return latent
+        adata.obsm["citevae_c"], adata.obsm["citevae_z"] = latent["c"], latent["z"]
+        return None
+
+    def causal_graph(self, perturbation: str) -> pd.DataFrame:
+        """Lambda(u) of ``perturbation`` as an (n, n) DataFrame: entry [i, j] = weight of j -> i."""
+        codes, descriptors, has = self._target_codes([perturbation])
+        with torch.no_grad():
+            u = self.module.embed(codes, descriptors, has)
+            lam = self.module.dynamics.causal_matrix(u)[0].numpy()
+        names = [f"z{i}" for i in range(self.config.n_programs)]
+        return pd.DataFrame(lam, index=names, columns=names)
+
+    def _check_trained(self) -> None:
+        if not self.is_trained:
+            raise CiteVAEError("the model is not trained yet; call model.train() first")
+
+    # persistence ---------------------------------------------------------------------------
+    def save(self, path: str | Path, overwrite: bool = False) -> Path:
+        """Write weights (safetensors) and metadata (JSON) to the directory ``path``."""
+        return io.save_model(self, path, overwrite)
+
+    @classmethod
+    def load(cls, path: str | Path, adata: AnnData | None = None) -> CiteVAE:
+        """Load a model saved by ``save``; ``adata`` (optional) is checked against its registry."""
+        return io.load_model(cls, path, adata)

@@ -1,0 +1,234 @@
+"""The CITE-VAE module in pure torch: inference -> generative -> loss (MODEL.md sections 2, 5, 6)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+from torch.distributions import NegativeBinomial, Normal
+
+from citevae.module.causal import CausalDynamics
+from citevae.module.config import ModuleConfig
+from citevae.module.distances import energy_distance, mmd
+from citevae.module.embedding import PerturbationEmbedding
+from citevae.module.networks import GaussianHead, gaussian_kl, mlp, one_hot_covariates, reparameterize
+
+ROLE_SOURCE, ROLE_TARGET = 0, 1
+
+
+@dataclass
+class Inference:
+    """Posterior of c (invariant state) and z (programs at the cell's own step), (B, m) / (B, n)."""
+
+    c_mean: torch.Tensor
+    c_log_var: torch.Tensor
+    c: torch.Tensor
+    z_mean: torch.Tensor
+    z_log_var: torch.Tensor
+    z: torch.Tensor
+
+
+@dataclass
+class LossOutput:
+    """Total loss (scalar) and its named terms (scalars, unweighted)."""
+
+    loss: torch.Tensor
+    terms: dict[str, torch.Tensor]
+
+
+class CiteVAEModule(nn.Module):
+    """Encoders of c and z, the perturbation embedding, the causal dynamics and the decoder.
+
+    Args:
+        config: sizes and objective weights.
+        descriptors: (K, d_a) descriptors of the training targets (zeros where absent).
+        has_descriptor: (K,) bool.
+
+    Batches are dicts of tensors: ``x`` (B, G) on the data scale (counts or log1p),
+    ``library`` (B,), ``targets`` (B, K) multi-hot, ``step`` (B,), ``covariates`` (B, C) codes,
+    ``group`` (B,) condition group within the batch, ``role`` (B,) source control / target cell.
+    """
+
+    def __init__(self, config: ModuleConfig, descriptors: torch.Tensor,
+                 has_descriptor: torch.Tensor) -> None:
+        super().__init__()
+        self.config = cfg = config
+        n_cov = sum(cfg.covariate_sizes)
+        hidden, layers, drop = cfg.n_hidden, cfg.n_layers, cfg.dropout
+        self.c_encoder = GaussianHead(cfg.n_genes + n_cov, cfg.n_invariant, hidden, layers, drop)
+        self.z_encoder = GaussianHead(cfg.n_genes + cfg.n_invariant + n_cov, cfg.n_programs,
+                                      hidden, layers, drop)
+        self.z0_prior = GaussianHead(cfg.n_invariant + n_cov, cfg.n_programs, hidden, 1)
+        self.embedding = PerturbationEmbedding(descriptors, has_descriptor, cfg.n_embedding, hidden)
+        self.dynamics = CausalDynamics(cfg.n_programs, cfg.n_embedding, hidden, cfg.instantaneous,
+                                       cfg.lagged, cfg.linear_transition, cfg.nonlinear_mechanisms)
+        self.decoder = mlp(cfg.n_programs + cfg.n_invariant + n_cov, cfg.n_genes, hidden, layers,
+                           drop)
+        self.log_dispersion = nn.Parameter(torch.zeros(cfg.n_genes))
+        """log theta (NB inverse dispersion) or log sigma_x (Gaussian), per gene."""
+
+    # inference -----------------------------------------------------------------------------
+    def normalise(self, x: torch.Tensor, library: torch.Tensor) -> torch.Tensor:
+        """Encoder input: log1p(x / library * library_scale) for counts, x for log1p data."""
+        if self.config.likelihood == "nb":
+            return torch.log1p(x / library.unsqueeze(-1) * self.config.library_scale)
+        return x
+
+    def inference(self, x: torch.Tensor, library: torch.Tensor, covariates: torch.Tensor,
+                  sample: bool = True, generator: torch.Generator | None = None) -> Inference:
+        """q(c | x, s) and q(z | x, c, s) with draws (or means when ``sample`` is False)."""
+        s = one_hot_covariates(covariates, self.config.covariate_sizes)
+        h = self.normalise(x, library)
+        c_mean, c_log_var = self.c_encoder(torch.cat([h, s], -1))
+        c = reparameterize(c_mean, c_log_var, sample, generator)
+        z_mean, z_log_var = self.z_encoder(torch.cat([h, c, s], -1))
+        z = reparameterize(z_mean, z_log_var, sample, generator)
+        return Inference(c_mean, c_log_var, c, z_mean, z_log_var, z)
+
+    # generative ----------------------------------------------------------------------------
+    def decode_logits(self, z: torch.Tensor, c: torch.Tensor, covariates: torch.Tensor) -> torch.Tensor:
+        """f([z, c, s]): (B, G) gene logits (NB) or means (Gaussian)."""
+        s = one_hot_covariates(covariates, self.config.covariate_sizes)
+        return self.decoder(torch.cat([z, c, s], -1))
+
+    def expression_mean(self, z: torch.Tensor, c: torch.Tensor, covariates: torch.Tensor,
+                        library: torch.Tensor) -> torch.Tensor:
+        """Mean expression (B, G) on the data scale: library * softmax(f) or f."""
+        out = self.decode_logits(z, c, covariates)
+        if self.config.likelihood == "nb":
+            return library.unsqueeze(-1) * torch.softmax(out, -1)
+        return out
+
+    def expression_log1p(self, z: torch.Tensor, c: torch.Tensor,
+                         covariates: torch.Tensor) -> torch.Tensor:
+        """Mean expression (B, G) on the log1p-normalised scale, where distributions are matched."""
+        out = self.decode_logits(z, c, covariates)
+        if self.config.likelihood == "nb":
+            return torch.log1p(torch.softmax(out, -1) * self.config.library_scale)
+        return out
+
+    def likelihood(self, mean: torch.Tensor) -> torch.distributions.Distribution:
+        """p(x | z, c, s) given the mean on the data scale."""
+        if self.config.likelihood == "nb":
+            theta = self.log_dispersion.exp()
+            return NegativeBinomial(total_count=theta, logits=torch.log(mean + 1e-8) - torch.log(theta))
+        return Normal(mean, self.log_dispersion.exp())
+
+    def embed(self, targets: torch.Tensor, descriptors: torch.Tensor | None = None,
+              has_descriptor: torch.Tensor | None = None) -> torch.Tensor:
+        """u = phi(P): (B, d_u) from multi-hot targets (B, K')."""
+        return self.embedding(targets, descriptors, has_descriptor)
+
+    # loss ----------------------------------------------------------------------------------
+    def loss(self, batch: dict[str, torch.Tensor], kl_weight: float = 1.0,
+             match_weight: float = 1.0) -> LossOutput:
+        """The objective of MODEL.md section 6 for one condition-grouped batch.
+
+        ``kl_weight`` scales the beta terms (warm-up) and ``match_weight`` the distribution and
+        invariance terms (switched on after a few epochs).
+        """
+        cfg = self.config
+        x, library, cov, step = batch["x"], batch["library"], batch["covariates"], batch["step"]
+        inf = self.inference(x, library, cov)
+        u = self.embed(batch["targets"])
+        mean = self.expression_mean(inf.z, inf.c, cov, library)
+        reconstruction = -self.likelihood(mean).log_prob(x).sum(-1).mean()
+        kl_c = gaussian_kl(inf.c_mean, inf.c_log_var).mean()
+        terms = {"reconstruction": reconstruction, "kl_c": kl_c}
+        at_start = step == 0
+        prior_mean, prior_log_var = self.z0_prior(torch.cat(
+            [inf.c, one_hot_covariates(cov, cfg.covariate_sizes)], -1))
+        terms["kl_z0"] = _masked_mean(
+            gaussian_kl(inf.z_mean, inf.z_log_var, prior_mean, prior_log_var), at_start)
+        terms["kl_zt"] = self._transition_term(inf, u, step, prior_mean, prior_log_var)
+        terms["distribution"], terms["invariance"] = self._matching_terms(batch, inf, u)
+        lam = self.dynamics.causal_matrix(u)
+        terms["sparsity"] = lam.abs().sum((-2, -1)).mean()
+        terms["residual"] = self.embedding.residual.pow(2).sum()
+        terms["log_det"] = self.dynamics.log_abs_det(lam).mean()
+        loss = (
+            reconstruction
+            + kl_weight * (cfg.beta_c * kl_c + cfg.beta_0 * terms["kl_z0"] + cfg.beta_z * terms["kl_zt"])
+            + match_weight * (cfg.alpha * terms["distribution"] + cfg.lambda_invariance * terms["invariance"])
+            + cfg.lambda_sparsity * terms["sparsity"]
+            + cfg.lambda_residual * terms["residual"]
+        )
+        return LossOutput(loss, terms)
+
+    def _transition_term(self, inf: Inference, u: torch.Tensor, step: torch.Tensor,
+                         prior_mean: torch.Tensor, prior_log_var: torch.Tensor) -> torch.Tensor:
+        """E_q[log q(z_t | x) - log p(z_t | z_{t-1}, u)] for cells at t > 0, with z_{t-1} rolled
+        out from a draw of p(z_0 | c) of the same cell."""
+        later = step > 0
+        if not bool(later.any()):
+            return step.new_zeros((), dtype=inf.z.dtype)
+        z0 = reparameterize(prior_mean[later], prior_log_var[later])
+        z_prev = self.dynamics.rollout(z0, u[later], step[later] - 1, sample=True)
+        log_q = Normal(inf.z_mean[later], (0.5 * inf.z_log_var[later]).exp()).log_prob(
+            inf.z[later]).sum(-1)
+        log_p = self.dynamics.log_prob(inf.z[later], z_prev, u[later])
+        return (log_q - log_p).mean()
+
+    def _matching_terms(self, batch: dict[str, torch.Tensor], inf: Inference,
+                        u: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Distribution match of rollouts of each group's controls against its real cells, and
+        invariance of c between the group's perturbed and control cells (means over groups)."""
+        group, role, step, cov = batch["group"], batch["role"], batch["step"], batch["covariates"]
+        distance = mmd if self.config.distribution_distance == "mmd" else energy_distance
+        matches, invariances = [], []
+        for g in torch.unique(group):
+            source = (group == g) & (role == ROLE_SOURCE)
+            target = (group == g) & (role == ROLE_TARGET)
+            if not bool(source.any()) or not bool(target.any()):
+                continue
+            perturbed = bool(u[target].abs().sum() > 0)
+            target_step = step[target][:1].expand(int(source.sum()))
+            if perturbed or bool(target_step[0] > 0):
+                u_group = u[target][:1].expand(int(source.sum()), -1)
+                z_pred = self.dynamics.rollout(inf.z[source], u_group, target_step, sample=True)
+                predicted = self.expression_log1p(z_pred, inf.c[source], cov[source])
+                observed = self.expression_log1p(inf.z[target], inf.c[target], cov[target]).detach()
+                matches.append(distance(predicted, observed))
+            if perturbed:
+                invariances.append(mmd(inf.c_mean[target], inf.c_mean[source]))
+        zero = inf.z.new_zeros(())
+        return (torch.stack(matches).mean() if matches else zero,
+                torch.stack(invariances).mean() if invariances else zero)
+
+    # prediction ----------------------------------------------------------------------------
+    @torch.no_grad()
+    def predict(self, x: torch.Tensor, library: torch.Tensor, covariates: torch.Tensor,
+                targets: torch.Tensor, steps: torch.Tensor, sample: bool = False,
+                generator: torch.Generator | None = None, descriptors: torch.Tensor | None = None,
+                has_descriptor: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+        """Counterfactual expression of control cells under perturbations at latent steps.
+
+        Encodes (c, z_0) of each control cell (B rows), embeds its row of ``targets`` (B, K'),
+        rolls out ``steps`` (B,) and decodes. With ``sample`` False the posterior, the noise and
+        the likelihood are at their means (deterministic); with True they are drawn from
+        ``generator``. Returns ``expression`` (B, G) on the data scale, ``z`` (B, n) and ``c``.
+        """
+        inf = self.inference(x, library, covariates, sample=sample, generator=generator)
+        u = self.embed(targets, descriptors, has_descriptor)
+        z = self.dynamics.rollout(inf.z, u, steps, sample=sample, generator=generator)
+        mean = self.expression_mean(z, inf.c, covariates, library)
+        if sample:
+            mean = self._draw(mean, generator)
+        return {"expression": mean, "z": z, "c": inf.c}
+
+    def _draw(self, mean: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
+        """A draw of the likelihood with ``generator`` (gamma-Poisson for NB)."""
+        scale = self.log_dispersion.exp()
+        if self.config.likelihood == "nb":
+            rate = torch._standard_gamma(scale.expand_as(mean).contiguous()) * mean / scale
+            return torch.poisson(rate, generator=generator)
+        noise = torch.randn(mean.shape, generator=generator, dtype=mean.dtype, device=mean.device)
+        return mean + scale * noise
+
+
+def _masked_mean(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Mean of ``values`` over rows where ``mask`` holds (0 if none)."""
+    if not bool(mask.any()):
+        return values.new_zeros(())
+    return values[mask].mean()

@@ -1,0 +1,81 @@
+"""Hyperparameters of the CITE-VAE module, in one dataclass with defaults and units."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields
+from typing import Literal
+
+from citevae.errors import CiteVAEError
+
+
+@dataclass
+class ModuleConfig:
+    """Architecture and objective weights (MODEL.md sections 2, 6 and 9).
+
+    Data-derived sizes (``n_genes``, ``n_targets``, ``descriptor_dim``, ``covariate_sizes``) are
+    filled in by the model from the registered data.
+    """
+
+    n_genes: int = 0
+    n_targets: int = 0
+    descriptor_dim: int = 0
+    covariate_sizes: tuple[int, ...] = ()
+    likelihood: Literal["nb", "gaussian"] = "gaussian"
+    n_programs: int = 16
+    """n: latent causal programs z."""
+    n_invariant: int = 8
+    """m: invariant state c."""
+    n_embedding: int = 32
+    """d_u: perturbation embedding."""
+    n_steps: int = 4
+    """T: latent steps between control (t = 0) and perturbed cells when no time is observed."""
+    n_hidden: int = 256
+    n_layers: int = 2
+    dropout: float = 0.0
+    instantaneous: bool = True
+    """Lambda(u) among programs; off = lag-only dynamics."""
+    lagged: bool = True
+    """h(z_{t-1}, u) = z + Delta(z, u); off = z_t depends on z_{t-1} only through identity."""
+    linear_transition: bool = False
+    """h(z, u) = A z + B u (ablation) instead of the MLP drift."""
+    nonlinear_mechanisms: bool = False
+    """z_i = sum_j Lambda_ij(u) tanh(z_j) + ... instead of linear parents (log|det| stays 0)."""
+    beta_c: float = 1.0
+    beta_0: float = 1.0
+    beta_z: float = 1.0
+    alpha: float = 10.0
+    """Weight of the distribution match between rollouts and real cells."""
+    distribution_distance: Literal["mmd", "energy"] = "mmd"
+    lambda_sparsity: float = 1e-3
+    lambda_residual: float = 1e-2
+    lambda_invariance: float = 1.0
+    library_scale: float = 1e4
+    """Counts per cell of the log1p-normalised space (log1p(x / library * library_scale))."""
+
+    def __post_init__(self) -> None:
+        positive = ("n_programs", "n_invariant", "n_embedding", "n_steps", "n_hidden", "n_layers")
+        for name in positive:
+            if getattr(self, name) < 1:
+                raise CiteVAEError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.likelihood not in ("nb", "gaussian"):
+            raise CiteVAEError(f"likelihood must be 'nb' or 'gaussian', got {self.likelihood!r}")
+        if self.distribution_distance not in ("mmd", "energy"):
+            raise CiteVAEError("distribution_distance must be 'mmd' or 'energy'")
+        if not 0 <= self.dropout < 1:
+            raise CiteVAEError(f"dropout must be in [0, 1), got {self.dropout}")
+        self.covariate_sizes = tuple(int(s) for s in self.covariate_sizes)
+
+    def to_dict(self) -> dict:
+        """JSON-ready dictionary."""
+        data = asdict(self)
+        data["covariate_sizes"] = list(self.covariate_sizes)
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict) -> ModuleConfig:
+        """Inverse of ``to_dict``; unknown keys are refused by name."""
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise CiteVAEError(f"unknown module hyperparameter(s): {', '.join(unknown)}")
+        return cls(**{**data, "covariate_sizes": tuple(data.get("covariate_sizes", ()))})

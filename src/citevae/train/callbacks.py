@@ -1,0 +1,46 @@
+"""Lightning callbacks: keep the best weights in memory and record the loss history."""
+
+from __future__ import annotations
+
+import copy
+import math
+
+import lightning.pytorch as pl
+import torch
+
+
+class BestWeights(pl.Callback):
+    """Keeps a copy of the module's weights at the best ``monitor`` value seen (in memory).
+
+    Selection uses the validation loss of seen perturbations only (MODEL.md section 6); without
+    validation data the training loss is monitored instead.
+    """
+
+    def __init__(self, monitor: str = "val_loss", fallback: str = "train_loss") -> None:
+        self.monitor = monitor
+        self.fallback = fallback
+        self.best_score = math.inf
+        self.best_epoch = -1
+        self.best_state: dict[str, torch.Tensor] | None = None
+
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        metrics = trainer.callback_metrics
+        value = metrics.get(self.monitor, metrics.get(self.fallback))
+        if value is None:
+            return
+        score = float(value)
+        if math.isfinite(score) and score < self.best_score:
+            self.best_score, self.best_epoch = score, trainer.current_epoch
+            self.best_state = copy.deepcopy(pl_module.module.state_dict())
+
+
+class History(pl.Callback):
+    """Records the epoch means of every logged metric: ``rows`` is a list of dicts."""
+
+    def __init__(self) -> None:
+        self.rows: list[dict[str, float]] = []
+
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        row = {"epoch": float(trainer.current_epoch)}
+        row.update({k: float(v) for k, v in trainer.callback_metrics.items() if v.numel() == 1})
+        self.rows.append(row)

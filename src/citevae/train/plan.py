@@ -1,0 +1,91 @@
+"""Lightning training plan: optimiser, warm-ups, logging. The loss itself lives in the module."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields
+
+import lightning.pytorch as pl
+import torch
+
+from citevae.errors import CiteVAEError
+from citevae.module.citevae import CiteVAEModule
+
+
+@dataclass
+class TrainingConfig:
+    """Optimisation settings (MODEL.md sections 6 and 9)."""
+
+    max_epochs: int = 100
+    learning_rate: float = 1e-3
+    weight_decay: float = 1e-4
+    gradient_clip: float = 5.0
+    kl_warmup_epochs: int = 10
+    """beta ramps linearly from 0 to its maximum over these epochs."""
+    match_start_epoch: int = 3
+    """The distribution-match and invariance terms switch on at this epoch."""
+    early_stopping_patience: int = 20
+    """Epochs without a better validation loss before training stops (0: never stop early)."""
+    cells_per_group: int = 128
+    groups_per_batch: int = 4
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.max_epochs < 1:
+            raise CiteVAEError(f"max_epochs must be >= 1, got {self.max_epochs}")
+        if self.learning_rate <= 0:
+            raise CiteVAEError(f"learning_rate must be > 0, got {self.learning_rate}")
+
+    def to_dict(self) -> dict:
+        """JSON-ready dictionary."""
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> TrainingConfig:
+        """Inverse of ``to_dict``."""
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in known})
+
+
+class TrainingPlan(pl.LightningModule):
+    """Trains a ``CiteVAEModule`` with AdamW, a KL warm-up and a delayed distribution match.
+
+    Logs ``train_loss`` and ``val_loss`` (validation always with full weights, so checkpoints
+    compare like with like), plus every loss term.
+    """
+
+    def __init__(self, module: CiteVAEModule, config: TrainingConfig) -> None:
+        super().__init__()
+        self.module = module
+        self.config = config
+
+    def weights(self) -> tuple[float, float]:
+        """(kl_weight, match_weight) at the current epoch and step."""
+        cfg = self.config
+        batches_per_epoch = max(int(self.trainer.num_training_batches), 1)
+        epochs_done = self.global_step / batches_per_epoch
+        kl = min(1.0, epochs_done / cfg.kl_warmup_epochs) if cfg.kl_warmup_epochs > 0 else 1.0
+        match = 1.0 if self.current_epoch >= cfg.match_start_epoch else 0.0
+        return kl, match
+
+    def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        kl, match = self.weights()
+        out = self.module.loss(batch, kl_weight=kl, match_weight=match)
+        self._log("train", out.loss, out.terms, batch)
+        return out.loss
+
+    def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
+        out = self.module.loss(batch, kl_weight=1.0, match_weight=1.0)
+        self._log("val", out.loss, out.terms, batch)
+
+    def _log(self, stage: str, loss: torch.Tensor, terms: dict[str, torch.Tensor],
+             batch: dict[str, torch.Tensor]) -> None:
+        size = batch["x"].shape[0]
+        self.log(f"{stage}_loss", loss, on_step=False, on_epoch=True, prog_bar=True,
+                 batch_size=size, sync_dist=True)
+        for name, value in terms.items():
+            self.log(f"{stage}_{name}", value, on_step=False, on_epoch=True, batch_size=size,
+                     sync_dist=True)
+
+    def configure_optimizers(self) -> torch.optim.Optimizer:
+        return torch.optim.AdamW(self.module.parameters(), lr=self.config.learning_rate,
+                                 weight_decay=self.config.weight_decay)
