@@ -65,7 +65,7 @@ def synthetic_adata(
 SMALL_CONDITIONS = {"control": 10, "A": 6, "B": 5, "C": 4, "D": 4, "A+B": 5, "C+D": 3, "B+C": 4}
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")
 def make_adata() -> Callable[..., ad.AnnData]:
     """Factory of small synthetic AnnData (see ``synthetic_adata``)."""
     return synthetic_adata
@@ -177,6 +177,18 @@ def assert_no_leakage(adata: ad.AnnData, split, units: pd.DataFrame) -> None:
     val_keys = set(units["key"][val & ~control])
     train_keys = set(units["key"][train & ~control])
     assert val_keys <= train_keys, f"val conditions unseen in train: {sorted(val_keys - train_keys)[:5]}"
+
+
+@pytest.fixture(scope="session")
+def units_of() -> Callable[..., pd.DataFrame]:
+    """``unit_table`` as a fixture."""
+    return unit_table
+
+
+@pytest.fixture(scope="session")
+def no_leakage() -> Callable[..., None]:
+    """``assert_no_leakage`` as a fixture."""
+    return assert_no_leakage
 
 
 # ---------------------------------------------------------------- real data

@@ -131,8 +131,8 @@ def test_features_deterministic_and_genes_select_rows(
     assert sub.attrs["missing_genes"] == ["NOT_A_GENE"]
     # Fitted on all annotated genes, so a gene's vector does not depend on `genes`.
     np.testing.assert_allclose(sub.to_numpy(), features.loc[sub.index].to_numpy())
-    other = go_gene_features(annotations, genes=["MAP2K1"], n_components=64, seed=1)
-    assert other.shape == (1, 64)
+    other = go_gene_features(annotations, genes=["MAP2K1"], n_components=8, seed=1)
+    assert other.shape == (1, 8)
 
 
 def test_features_validate_inputs(annotations: pd.DataFrame) -> None:
@@ -175,3 +175,19 @@ def test_load_go_features_local_path(shared_data: Path) -> None:
                          aspects=("P",))
     assert f.shape == (2, 16)
     np.testing.assert_allclose(np.linalg.norm(f.to_numpy(), axis=1), 1.0)
+
+
+def test_load_go_features_without_path_fetches(
+    shared_data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from citevae.data import gene_knowledge
+
+    calls: list[Path | None] = []
+
+    def fake_fetch(cache_dir: Path | None = None) -> Path:
+        calls.append(cache_dir)
+        return shared_data / GAF
+
+    monkeypatch.setattr(gene_knowledge, "fetch_go_annotations", fake_fetch)
+    f = load_go_features(genes=["MAPK1"], cache_dir=tmp_path, n_components=8, aspects=("F",))
+    assert calls == [tmp_path] and f.shape == (1, 8)

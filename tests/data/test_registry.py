@@ -155,7 +155,7 @@ def test_two_covariates_form_joint_contexts(make_adata):
 
 
 def test_encode_reapplies_saved_registry_to_new_data(small_registered, make_adata):
-    adata, registry = small_registered
+    _, registry = small_registered
     loaded = DataRegistry.from_json(registry.to_json())
     other = make_adata({"control": 2, "B+A": 2, "C": 2}, contexts=("c2",), seed=5)
     other.obs["context"] = "c2"

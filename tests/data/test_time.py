@@ -66,7 +66,7 @@ def test_off_grid_labels_refused(value):
 
 def test_label_before_origin_refused():
     mapping = TimeMapping.from_values([24, 48])
-    with pytest.raises(VocabularyError, match="0.*do not lie on the time grid"):
+    with pytest.raises(VocabularyError, match=r"0.*do not lie on the time grid"):
         mapping.step_of([0])
 
 
@@ -114,7 +114,7 @@ def test_rank_mode_on_numbers_ignores_gaps():
 
 def test_rank_mode_refuses_unseen_labels_naming_them():
     mapping = TimeMapping.from_values(["early", "late"])
-    with pytest.raises(VocabularyError, match="'middle'.*not observed"):
+    with pytest.raises(VocabularyError, match=r"'middle'.*not observed"):
         mapping.step_of(["early", "middle"])
 
 
@@ -141,7 +141,7 @@ def test_too_many_steps_refused():
 
 
 def test_mixed_types_refused():
-    with pytest.raises(DataValidationError, match="'t' mixes types.*number.*string"):
+    with pytest.raises(DataValidationError, match=r"'t' mixes types.*number.*string"):
         TimeMapping.from_values(pd.Series([0, "24h", 48], dtype=object), name="t")
 
 

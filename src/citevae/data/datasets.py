@@ -21,12 +21,14 @@ from pathlib import Path
 import anndata as ad
 import numpy as np
 import pandas as pd
+import pooch
 import scipy.sparse as sp
 
 from citevae.errors import DataValidationError
 
 logger = logging.getLogger(__name__)
 
+MaybePath = str | Path | None
 _HDF5_MAGIC = b"\x89HDF\r\n\x1a\n"
 _GZIP_MAGIC = b"\x1f\x8b"
 
@@ -58,17 +60,15 @@ class DatasetSpec:
 _ZENODO_SCPERTURB = "https://zenodo.org/records/{record}/files/{name}?download=1"
 
 DATASETS: dict[str, DatasetSpec] = {
-    # scPerturb v1.4 (Zenodo 13350497). md5 as listed for this file on the scPerturb Zenodo
-    # records (also quoted by several independent projects for records 10044268 / 13350497).
+    # scPerturb v1.4 (Zenodo 13350497). md5 as quoted, with the file size 698,680,199 B, by several
+    # independent public projects that downloaded it from scPerturb records 10044268 / 13350497.
     "norman2019": DatasetSpec(
         name="norman2019",
         url=_ZENODO_SCPERTURB.format(record=13350497, name="NormanWeissman2019_filtered.h5ad"),
         known_hash="md5:c870e6967d91c017d9da827bab183cd6",
         filename="NormanWeissman2019_filtered.h5ad",
-        description="Norman et al. 2019, K562 CRISPRa single and two-gene perturbations "
-        "(scPerturb, ~111k cells, raw counts, 699 MB).",
-        perturbation_key="perturbation",
-        control="control",
+        description="Norman et al. 2019 K562 CRISPRa singles + pairs (scPerturb, raw counts).",
+        perturbation_key="perturbation", control="control",
         scale="counts",
     ),
     # PerturBench's development subset, committed to its GitHub repository. No checksum is
@@ -81,28 +81,25 @@ DATASETS: dict[str, DatasetSpec] = {
         filename="norman2019_mcfaline2023_perturbench_devel.h5ad",
         description="PerturBench devel subset: Norman 2019 K562 CRISPRa + McFaline-Figueroa 2023 "
         "glioblastoma CRISPRi (A172, T98G, U87MG); 5961 cells x 500 HVGs, log1p.",
-        perturbation_key="condition",
-        control="control",
+        perturbation_key="condition", control="control",
         covariate_keys=("cell_type",),
         scale="log1p",
     ),
-    # PerturBench's curated copy on Hugging Face. sha256 = the Git-LFS object id of this file as
-    # recorded by a public project that verified its download (no checksum on the dataset card).
+    # PerturBench's curated copy on Hugging Face (no checksum on its dataset card). sha256 as
+    # pinned by an independent public project that verified its download of this file.
     "mcfaline2023": DatasetSpec(
         name="mcfaline2023",
         url="https://huggingface.co/datasets/altoslabs/perturbench/resolve/main/"
         "mcfaline23_gxe_processed.h5ad.gz",
         known_hash="sha256:34db710ad850b5b5fd478d123f1c10ae3d5aaa013fce6061be8216ea27aed215",
         filename="mcfaline23_gxe_processed.h5ad",
-        description="McFaline-Figueroa et al. 2023 CRISPRi x drug in glioblastoma lines "
-        "(PerturBench curation, ~893k cells, log1p).",
-        perturbation_key="condition",
-        control="control",
+        description="McFaline-Figueroa et al. 2023 glioblastoma CRISPRi x drug (PerturBench).",
+        perturbation_key="condition", control="control",
         covariate_keys=("cell_type", "treatment"),
         scale="log1p",
         file_format="h5ad.gz",
     ),
-    # scPerturb (Zenodo 10044268), md5 as listed on that record (quoted by independent projects).
+    # scPerturb (Zenodo 10044268); md5 as quoted by independent public projects for this file.
     "datlinger2021": DatasetSpec(
         name="datlinger2021",
         url=_ZENODO_SCPERTURB.format(record=10044268, name="DatlingerBock2021.h5ad"),
@@ -110,8 +107,7 @@ DATASETS: dict[str, DatasetSpec] = {
         filename="DatlingerBock2021.h5ad",
         description="Datlinger et al. 2021 Jurkat CRISPR knockouts x TCR stimulation "
         "(scifi-RNA-seq, scPerturb, ~39k cells x 25.9k genes, raw counts).",
-        perturbation_key="perturbation",
-        control="control",
+        perturbation_key="perturbation", control="control",
         covariate_keys=("stimulation",),
         scale="counts",
     ),
@@ -124,9 +120,7 @@ DATASETS: dict[str, DatasetSpec] = {
         filename="GSE52529_fpkm_matrix.txt.gz",
         description="Trapnell et al. 2014 human skeletal myoblasts, growth -> differentiation "
         "medium, 0/24/48/72 h (GEO GSE52529, FPKM, not counts; Ensembl gene ids).",
-        perturbation_key="Media",
-        control="GM",
-        time_key="Hours",
+        perturbation_key="Media", control="GM", time_key="Hours",
         scale="fpkm",
         file_format="fpkm_tsv",
     ),
@@ -138,8 +132,7 @@ DATASETS: dict[str, DatasetSpec] = {
         filename="reprogramming_schiebinger.h5ad",
         description="Schiebinger et al. 2019 MEF -> iPSC reprogramming time course, days 0-18 "
         "(CellRank copy, 236,285 cells x 19,089 genes, normalised + log, 1.4 GiB).",
-        time_key="day",
-        scale="log1p",
+        time_key="day", scale="log1p",
     ),
 }
 
@@ -155,23 +148,17 @@ def _sha256(path: Path) -> str:
 def _file_downloader(url: str, output_file, pooch_obj=None, check_only: bool = False):
     """pooch downloader for file:// URLs (local mirrors, shared file systems)."""
     source = Path(urllib.request.url2pathname(urllib.parse.urlparse(url).path))
-    if check_only:
-        return source.is_file()
-    if not source.is_file():
+    if check_only or not source.is_file():
+        if check_only:
+            return source.is_file()
         raise DataValidationError(f"{url} points to no file ({source} does not exist).")
-    if hasattr(output_file, "write"):
-        with open(source, "rb") as fh:
-            shutil.copyfileobj(fh, output_file)
-    else:
-        shutil.copyfile(source, output_file)
+    with open(source, "rb") as src, open(output_file, "wb") as dst:
+        shutil.copyfileobj(src, dst)
     return None
 
 
 def _retrieve(
-    url: str,
-    known_hash: str | None,
-    fname: str,
-    cache_dir: str | Path | None = None,
+    url: str, known_hash: str | None, fname: str, cache_dir: MaybePath = None,
     processor: Callable | None = None,
 ) -> Path:
     """pooch.retrieve ``url`` as ``fname`` into ``cache_dir`` (default pooch.os_cache("citevae")).
@@ -180,8 +167,6 @@ def _retrieve(
     it; a cached file is reused without re-download). Returns the local path
     (the processor's output, e.g. the decompressed file, if a processor is given).
     """
-    import pooch
-
     cache = Path(cache_dir) if cache_dir is not None else Path(pooch.os_cache("citevae"))
     downloader = _file_downloader if url.startswith("file://") else None
     target = cache / fname
@@ -204,14 +189,12 @@ def _retrieve(
     return Path(out)
 
 
-def fetch_dataset(dataset: str | DatasetSpec, cache_dir: str | Path | None = None) -> Path:
+def fetch_dataset(dataset: str | DatasetSpec, cache_dir: MaybePath = None) -> Path:
     """Download ``dataset`` (name in DATASETS, or a spec) into the cache; return its local path.
 
     A cached file that matches the spec's checksum is reused. gzip downloads ("h5ad.gz") are
     decompressed next to the download. Raises DataValidationError on a checksum mismatch.
     """
-    import pooch
-
     spec = get_spec(dataset)
     if spec.file_format == "h5ad.gz":
         return _retrieve(spec.url, spec.known_hash, spec.filename + ".gz", cache_dir,
@@ -240,9 +223,11 @@ def _read_h5ad(path: Path) -> ad.AnnData:
             try:
                 with gzip.open(path, "rb") as src, open(plain, "wb") as dst:
                     shutil.copyfileobj(src, dst)
-            except (OSError, EOFError) as exc:
-                raise DataValidationError(f"{path} is a corrupt gzip file: {exc}") from exc
-            return _read_h5ad(plain)
+                return ad.read_h5ad(plain)
+            except Exception as exc:  # gzip, h5py and anndata raise many types
+                raise DataValidationError(
+                    f"{path} is not a readable gzip-compressed h5ad file: {exc}"
+                ) from exc
     if magic != _HDF5_MAGIC:
         raise DataValidationError(f"{path} is not an h5ad file (no HDF5 signature).")
     try:
@@ -313,7 +298,7 @@ _STANDARDISE: dict[str, Callable[[ad.AnnData], None]] = {
 
 
 def load_dataset(
-    name: str | DatasetSpec, path: str | Path | None = None, cache_dir: str | Path | None = None
+    name: str | DatasetSpec, path: MaybePath = None, cache_dir: MaybePath = None
 ) -> ad.AnnData:
     """Load a dataset from a local ``path`` or, if None, by download into ``cache_dir``.
 
@@ -341,50 +326,38 @@ def load_dataset(
     return adata
 
 
-def load_norman2019(
-    path: str | Path | None = None, cache_dir: str | Path | None = None
-) -> ad.AnnData:
+def load_norman2019(path: MaybePath = None, cache_dir: MaybePath = None) -> ad.AnnData:
     """Norman et al. 2019 K562 CRISPRa (scPerturb): raw counts, obs['perturbation'] 'control',
     'A', 'A+B' (scPerturb's 'A_B' rewritten; original in obs['perturbation_scperturb'])."""
     return load_dataset("norman2019", path, cache_dir)
 
 
-def load_perturbench_devel(
-    path: str | Path | None = None, cache_dir: str | Path | None = None
-) -> ad.AnnData:
+def load_perturbench_devel(path: MaybePath = None, cache_dir: MaybePath = None) -> ad.AnnData:
     """PerturBench devel subset (Norman 2019 + McFaline 2023): log1p, unchanged.
     Keys: obs['condition'] ('control', 'A', 'A+B'), obs['cell_type']."""
     return load_dataset("perturbench_devel", path, cache_dir)
 
 
-def load_mcfaline2023(
-    path: str | Path | None = None, cache_dir: str | Path | None = None
-) -> ad.AnnData:
+def load_mcfaline2023(path: MaybePath = None, cache_dir: MaybePath = None) -> ad.AnnData:
     """McFaline-Figueroa et al. 2023 (PerturBench curation): log1p, unchanged.
     Keys: obs['condition'], obs['cell_type'], obs['treatment']."""
     return load_dataset("mcfaline2023", path, cache_dir)
 
 
-def load_datlinger2021(
-    path: str | Path | None = None, cache_dir: str | Path | None = None
-) -> ad.AnnData:
+def load_datlinger2021(path: MaybePath = None, cache_dir: MaybePath = None) -> ad.AnnData:
     """Datlinger et al. 2021 Jurkat KO x TCR stimulation: raw counts. For the scPerturb file the
     guide (obs['perturbation'], 'ZAP70_1') moves to obs['guide'], obs['perturbation'] becomes the
     target ('ZAP70'), and obs['perturbation_2'] is copied to obs['stimulation']."""
     return load_dataset("datlinger2021", path, cache_dir)
 
 
-def load_trapnell2014_hsmm(
-    path: str | Path | None = None, cache_dir: str | Path | None = None
-) -> ad.AnnData:
+def load_trapnell2014_hsmm(path: MaybePath = None, cache_dir: MaybePath = None) -> ad.AnnData:
     """Trapnell et al. 2014 HSMM time course. X is FPKM (not counts), returned as is: apply
     log1p yourself if a model needs it. Keys: obs['Hours'] (time), obs['Media'] GM / DM."""
     return load_dataset("trapnell2014_hsmm", path, cache_dir)
 
 
-def load_schiebinger2019(
-    path: str | Path | None = None, cache_dir: str | Path | None = None
-) -> ad.AnnData:
+def load_schiebinger2019(path: MaybePath = None, cache_dir: MaybePath = None) -> ad.AnnData:
     """Schiebinger et al. 2019 reprogramming time course: normalised, log; obs['day'] as float."""
     return load_dataset("schiebinger2019", path, cache_dir)
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import csv
 import gzip
-import hashlib
 import logging
 import re
 import zlib
@@ -145,6 +144,7 @@ def go_gene_features(
     """
     from sklearn.decomposition import TruncatedSVD
     from sklearn.feature_extraction.text import TfidfTransformer
+    from threadpoolctl import threadpool_limits
 
     missing_cols = {"gene", "go_id"} - set(annotations.columns)
     if missing_cols:
@@ -171,7 +171,9 @@ def go_gene_features(
     tfidf = TfidfTransformer(norm="l2", smooth_idf=True).fit_transform(binary)
     svd = TruncatedSVD(n_components=n_components, algorithm="randomized", n_iter=7,
                        random_state=seed)
-    emb = svd.fit_transform(tfidf)
+    # One BLAS thread: as fast on an idle machine and far faster on a busy one (measured 2 s vs 8 s).
+    with threadpool_limits(limits=1, user_api="blas"):
+        emb = svd.fit_transform(tfidf)
     norms = np.linalg.norm(emb, axis=1, keepdims=True)
     emb = emb / np.maximum(norms, 1e-12)
     columns = [f"go_{i}" for i in range(n_components)]
@@ -192,15 +194,6 @@ def go_gene_features(
     return features
 
 
-def _sha256(path: str | Path) -> str:
-    """Hex SHA256 of a file, read in 1 MiB blocks."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def fetch_go_annotations(
     cache_dir: str | Path | None = None,
     url: str = GO_HUMAN_GAF_URL,
@@ -214,7 +207,7 @@ def fetch_go_annotations(
     reused as is; delete it to fetch a newer release. Default cache: ``pooch.os_cache("citevae")``.
     Returns the local path. Raises DataValidationError if the file does not match ``known_hash``.
     """
-    from citevae.data.datasets import _retrieve
+    from citevae.data.datasets import _retrieve, _sha256
 
     fname = Path(url.split("?")[0]).name or "goa_human.gaf.gz"
     path = _retrieve(url, known_hash=known_hash, fname=fname, cache_dir=cache_dir)

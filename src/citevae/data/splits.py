@@ -141,6 +141,7 @@ def split_simulation(
     "combo_seen1"); a ``combo_fraction`` of the combinations of two seen genes is test
     ("combo_seen2"). Unseen genes are chosen among targets perturbed alone.
     """
+    _check_fraction("unseen_fraction", unseen_fraction)
     registry, units, rng = get_registry(adata), _units(adata, get_registry(adata)), _rng(seed)
     singles = sorted(c for c in set(units.condition) if _n_targets(registry, c) == 1)
     n_unseen = round(unseen_fraction * len(singles))
@@ -302,12 +303,13 @@ def _assemble(
         if context in test_contexts and len(controls) >= 2:
             n_test = min(max(n_test, 1), len(controls) - 1)
         assignment[controls[:n_test]] = "test"
-        n_val = round(val_fraction * (len(controls) - n_test))
+        n_rest = len(controls) - n_test  # keep >= 1 control in train when there is one to keep
+        n_val = min(round(val_fraction * n_rest), max(n_rest - 1, 0))
         assignment[controls[n_test : n_test + n_val]] = "val"
     seen_cells = np.flatnonzero(~held & ~units.control.to_numpy())
     for _, members in sorted(units.iloc[seen_cells].groupby("key").indices.items()):
         cells = rng.permutation(seen_cells[members])
-        n_val = round(val_fraction * len(cells)) if len(cells) > 1 else 0
+        n_val = min(round(val_fraction * len(cells)), len(cells) - 1)  # >= 1 cell stays in train
         assignment[cells[:n_val]] = "val"
     split = Split(name, seed, pd.Series(assignment, index=adata.obs_names, dtype=object),
                   dict(sorted(expanded.items())), tuple(sorted(unseen_targets)),

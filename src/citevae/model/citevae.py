@@ -16,10 +16,11 @@ from citevae.data.batching import CiteDataModule
 from citevae.data.descriptors import GeneDescriptors, build_descriptors
 from citevae.data.registry import DataRegistry, get_registry, setup_anndata
 from citevae.data.splits import Split
-from citevae.data.validate import check_anndata, expression_matrix, iter_row_chunks
+from citevae.data.validate import check_anndata
 from citevae.errors import CiteVAEError, VocabularyError, format_names
 from citevae.model import io
 from citevae.model.prediction import build_prediction_rows, predictions_to_anndata
+from citevae.model.tensors import cell_tensors
 from citevae.module.citevae import CiteVAEModule
 from citevae.module.config import ModuleConfig
 from citevae.train.plan import TrainingConfig
@@ -144,7 +145,7 @@ class CiteVAE:
         generator = torch.Generator().manual_seed(seed) if seed is not None else None
         if sample and generator is None:
             generator = torch.Generator().manual_seed(int(torch.randint(2**62, ()).item()))
-        x, library, covariates = self._control_tensors(controls)
+        x, library, covariates = cell_tensors(self.registry, controls)
         out = []
         self.module.eval()
         for start in range(0, len(rows.source), PREDICT_BATCH):
@@ -178,27 +179,6 @@ class CiteVAE:
         codes = torch.from_numpy(vocabulary.multi_hot(perturbations).toarray())
         return codes, torch.from_numpy(values), torch.from_numpy(has)
 
-    def _control_tensors(self, adata: AnnData) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Expression (B, G), library (B,) and covariate codes (B, C) of cells of ``adata``."""
-        self.registry.check_genes(adata)
-        matrix = expression_matrix(adata, self.registry.layer)
-        x = np.concatenate([block for _, block in iter_row_chunks(matrix)]).astype(np.float32)
-        library = x.sum(1) if self.registry.scale == "counts" else np.ones(len(x), np.float32)
-        if self.registry.scale == "counts" and self.registry.library_size_key in adata.obs:
-            library = adata.obs[self.registry.library_size_key].to_numpy(np.float32)
-        codes = np.zeros((adata.n_obs, len(self.registry.covariate_keys)), dtype=np.int64)
-        for j, key in enumerate(self.registry.covariate_keys):
-            if key not in adata.obs:
-                raise CiteVAEError(f"covariate column {key!r} is missing from the cells' obs")
-            values = adata.obs[key].astype(str)
-            categories = self.registry.covariate_categories[key]
-            unknown = sorted(set(values) - set(categories))
-            if unknown:
-                raise VocabularyError(f"covariate {key!r} has unseen value(s) {format_names(unknown)}")
-            codes[:, j] = pd.Categorical(values, categories=categories).codes
-        return (torch.from_numpy(x), torch.as_tensor(library, dtype=torch.float32),
-                torch.from_numpy(codes))
-
     # latents and graph ---------------------------------------------------------------------
     def get_latent(self, adata: AnnData | None = None, inplace: bool = True
                    ) -> dict[str, np.ndarray] | None:
@@ -209,7 +189,7 @@ class CiteVAE:
         """
         self._check_trained()
         adata = self.adata if adata is None else adata
-        x, library, covariates = self._control_tensors(adata)
+        x, library, covariates = cell_tensors(self.registry, adata)
         c_parts, z_parts = [], []
         self.module.eval()
         with torch.no_grad():

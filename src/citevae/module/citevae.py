@@ -221,7 +221,8 @@ class CiteVAEModule(nn.Module):
         """A draw of the likelihood with ``generator`` (gamma-Poisson for NB)."""
         scale = self.log_dispersion.exp()
         if self.config.likelihood == "nb":
-            rate = torch._standard_gamma(scale.expand_as(mean).contiguous()) * mean / scale
+            shape = scale.expand_as(mean).contiguous()
+            rate = torch._standard_gamma(shape, generator=generator) * mean / scale
             return torch.poisson(rate, generator=generator)
         noise = torch.randn(mean.shape, generator=generator, dtype=mean.dtype, device=mean.device)
         return mean + scale * noise

@@ -1,0 +1,35 @@
+"""Cells of an AnnData as the tensors a module consumes (expression, library, covariate codes)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import torch
+from anndata import AnnData
+
+from citevae.data.registry import DataRegistry
+from citevae.data.validate import expression_matrix, iter_row_chunks
+from citevae.errors import CiteVAEError, VocabularyError, format_names
+
+
+def cell_tensors(registry: DataRegistry, adata: AnnData) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Expression (N, G) float32 on the data scale, library sizes (N,) and covariate codes (N, C).
+
+    The cells must have the registered genes (in order) and covariate columns with known values.
+    """
+    registry.check_genes(adata)
+    matrix = expression_matrix(adata, registry.layer)
+    x = np.concatenate([block for _, block in iter_row_chunks(matrix)]).astype(np.float32)
+    library = registry.library_sizes(adata)
+    library = np.ones(len(x), np.float32) if library is None else library
+    codes = np.zeros((adata.n_obs, len(registry.covariate_keys)), dtype=np.int64)
+    for j, key in enumerate(registry.covariate_keys):
+        if key not in adata.obs:
+            raise CiteVAEError(f"covariate column {key!r} is missing from the cells' obs")
+        values = adata.obs[key].astype(str)
+        categories = registry.covariate_categories[key]
+        unknown = sorted(set(values) - set(categories))
+        if unknown:
+            raise VocabularyError(f"covariate {key!r} has unseen value(s) {format_names(unknown)}")
+        codes[:, j] = pd.Categorical(values, categories=categories).codes
+    return torch.from_numpy(x), torch.as_tensor(library, dtype=torch.float32), torch.from_numpy(codes)
