@@ -17,6 +17,7 @@ def test_run_demo_tiny(tmp_path):
     assert not table.loc["additive"].isna().any()
     # the control baseline predicts no change: its error metrics exist, its correlations cannot
     assert np.isfinite(table.loc["control_mean", ["mse_top20", "energy_distance"]]).all()
+    assert table.loc["control_mean", ["pearson_delta", "pearson_delta_top20"]].isna().all()
     assert table.attrs["n_pairs"] == 2  # 30% of 5 pairs
     assert (table["energy_distance"] >= -1e-9).all() and (table["mse_top20"] >= 0).all()
 

@@ -14,7 +14,6 @@ from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
 import numpy as np
-import pandas as pd
 import typer
 from rich.console import Console
 from rich.table import Table
@@ -83,7 +82,6 @@ def _write_h5ad(adata, out: Path, inputs: tuple[Path, ...] = ()) -> None:
     for src in inputs:
         if src.exists() and out.exists() and out.resolve() == src.resolve():
             raise CLIError(f"--out {out} is an input file; choose another output path")
-    _writable_obs(adata)
     out.parent.mkdir(parents=True, exist_ok=True)
     partial = out.with_name(f".{out.name}.partial")
     try:
@@ -92,19 +90,6 @@ def _write_h5ad(adata, out: Path, inputs: tuple[Path, ...] = ()) -> None:
     except Exception as err:
         partial.unlink(missing_ok=True)
         raise CLIError(f"cannot write {out}: {type(err).__name__}: {err}") from None
-
-
-def _writable_obs(adata) -> None:
-    """Make object columns of ``obs`` writable to h5ad: numbers as numbers, anything else as str."""
-    for column in adata.obs.columns:
-        values = adata.obs[column]
-        if values.dtype != object:
-            continue
-        if values.map(lambda v: isinstance(v, int | float | np.integer | np.floating)
-                      and not isinstance(v, bool)).all():
-            adata.obs[column] = pd.to_numeric(values)
-        else:
-            adata.obs[column] = values.astype(str)
 
 
 def _threads(threads: int | None) -> None:
@@ -137,13 +122,14 @@ def demo(
     table = run_demo(out_dir=out, epochs=epochs, seed=seed, progress_bar=progress, num_threads=threads)
     view = Table(title=f"Held-out pairs ({table.attrs.get('n_pairs', '?')}), log1p scale, "
                        "means over pairs")
-    view.add_column("method", style="bold")
+    view.add_column("method", style="bold", no_wrap=True, min_width=12)
     for column in table.columns:
-        view.add_column(column, justify="right")
+        view.add_column(column, justify="right", no_wrap=True, min_width=len(column))
     for method, row in table.iterrows():
-        view.add_row(str(method), *[f"{v:.3f}" for v in row.to_numpy()])
+        view.add_row(str(method), *["n/a" if np.isnan(v) else f"{v:.3f}" for v in row.to_numpy()])
     console.print(view)
-    console.print("pearson_delta: higher is better; mse_top20 and energy_distance: lower is better. "
+    console.print("pearson_delta: higher is better; mse_top20 and energy_distance: lower is better; "
+                  "n/a: correlation of no change. "
                   f"Took {table.attrs.get('seconds', float('nan')):.0f} s.")
     if out is not None:
         console.print(f"wrote model, predictions.h5ad, metrics.csv and metrics_per_pair.csv to {out}")

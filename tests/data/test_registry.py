@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 
+import anndata as ad
 import numpy as np
 import pytest
 
@@ -57,8 +58,6 @@ def test_jurkat_registers_as_counts(jurkat):
 
 
 def test_hsmm_fpkm_is_refused_raw_and_accepted_after_log1p(shared_data, hsmm):
-    import anndata as ad
-
     raw = ad.read_h5ad(shared_data / "trapnell2014_hsmm_timecourse.h5ad")
     with pytest.raises(DataValidationError, match="too large for log1p"):
         setup_anndata(raw, "Media", "GM", time_key="Hours")

@@ -177,6 +177,8 @@ def test_hsmm_split_time_interpolation(no_leakage, hsmm, hsmm_units):
     assert split.test_groups == {"DM@all@t2": "held_out_time"}
     assert set(hours[dm & split.mask("train")]) == {24, 72}
     assert split.params["held_out"] == ["48"]
+    from_iterator = split_time(adata, iter([48]), seed=0)
+    assert from_iterator.params["held_out"] == ["48"] and from_iterator.assignment.equals(split.assignment)
 
 
 def test_hsmm_split_time_extrapolation(no_leakage, hsmm, hsmm_units):

@@ -57,12 +57,12 @@ def test_loss_is_finite_with_gradients_everywhere(counts_data, likelihood, optio
     torch.manual_seed(1)
     out = module.loss(batch)
     assert out.loss.ndim == 0 and torch.isfinite(out.loss)
-    expected = {"reconstruction", "kl_c", "kl_z0", "kl_zt", "distribution", "invariance",
+    expected = {"reconstruction", "kl_c", "kl_z0", "kl_zt", "distribution", "population", "invariance",
                 "sparsity", "residual", "log_det"}
     assert set(out.terms) == expected
     assert all(torch.isfinite(v) for v in out.terms.values())
     assert out.terms["log_det"] == 0.0
-    assert out.terms["distribution"] > 0 and out.terms["kl_zt"] != 0
+    assert out.terms["distribution"] > 0 and out.terms["population"] > 0 and out.terms["kl_zt"] != 0
     out.loss.backward()
     lacking = [name for name, p in module.named_parameters()
                if p.requires_grad and (p.grad is None or not torch.isfinite(p.grad).all())]

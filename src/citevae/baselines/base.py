@@ -172,7 +172,7 @@ class Baseline:
         if registry.scale != "continuous":
             np.maximum(values, 0.0, out=values)
         out_registry = replace(registry, scale="continuous" if registry.scale == "continuous" else "log1p")
-        out = predictions_to_anndata(values, rows, controls, out_registry, 1e4, False, None)
+        out = predictions_to_anndata(values, rows, controls, out_registry, False, None)
         out.uns["citevae"]["description"] = (
             f"baseline {self.name!r}: control cell + predicted mean change, "
             f"{out_registry.scale} scale; means (deterministic)"

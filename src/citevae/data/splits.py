@@ -230,6 +230,7 @@ def split_time(
     control_test_fraction: float = 0.25,
 ) -> Split:
     """Hold out every perturbed cell observed at the given time labels (interpolation/extrapolation)."""
+    held_out = list(held_out)  # an iterator would be consumed by its first use below
     registry = get_registry(adata)
     if registry.time_key is None:
         raise DataValidationError("split_time needs a time key registered (setup_anndata time_key)")

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import fields
+from dataclasses import fields, replace
 from pathlib import Path
 
 import numpy as np
@@ -13,7 +13,7 @@ from anndata import AnnData
 
 from citevae._settings import set_num_threads
 from citevae.data.batching import CiteDataModule
-from citevae.data.descriptors import GeneDescriptors, build_descriptors
+from citevae.data.descriptors import GeneDescriptors, build_descriptors, log1p_normalised
 from citevae.data.registry import DataRegistry, get_registry, setup_anndata
 from citevae.data.splits import Split
 from citevae.data.validate import check_anndata
@@ -38,11 +38,12 @@ class CiteVAE:
         gene_features: optional table (genes x features) describing target genes, e.g. Gene
             Ontology features; needed to predict target genes that are not measured.
         n_descriptor_components: principal components of control co-expression per gene.
+        seed: seed of the weight initialisation (training has its own seed).
         **hparams: fields of ``ModuleConfig`` (architecture, objective weights).
     """
 
     def __init__(self, adata: AnnData, gene_features: pd.DataFrame | None = None,
-                 n_descriptor_components: int = 16, **hparams) -> None:
+                 n_descriptor_components: int = 16, seed: int = 0, **hparams) -> None:
         check_anndata(adata)
         self.registry: DataRegistry = get_registry(adata)
         self.registry.check_genes(adata)
@@ -65,7 +66,9 @@ class CiteVAE:
             likelihood="nb" if self.registry.scale == "counts" else "gaussian",
             **hparams,
         )
-        self.module = CiteVAEModule(config, torch.from_numpy(values), torch.from_numpy(has))
+        with torch.random.fork_rng():
+            torch.manual_seed(seed)
+            self.module = CiteVAEModule(config, torch.from_numpy(values), torch.from_numpy(has))
         self.training_result: TrainingResult | None = None
         self.training_config = TrainingConfig()
         self.is_trained = False
@@ -121,7 +124,7 @@ class CiteVAE:
     # prediction ----------------------------------------------------------------------------
     def predict(self, controls: AnnData, perturbations: Sequence[str],
                 times: Sequence | None = None, sample: bool = False,
-                seed: int | None = None) -> AnnData:
+                seed: int | None = None, relative: bool = False) -> AnnData:
         """Predict every control cell under every perturbation at every time.
 
         Args:
@@ -131,34 +134,64 @@ class CiteVAE:
             times: time labels (registered time key), default the latest observed label; without
                 a time key, perturbed cells are predicted at step T.
             sample: False gives means (deterministic); True draws latent noise and counts.
-            seed: seed of the draws when ``sample`` is True.
+            seed: seed of the draws when ``sample`` is True (recorded in ``uns``), and of the
+                likelihood draws that estimate the "log1p" layer of count models otherwise
+                (default 0, so means are deterministic).
+            relative: add the model's predicted change of each cell (prediction under the
+                perturbation minus prediction under control at the same step, same draws) to the
+                cell's observed log1p-normalised profile, so the model's reconstruction error of
+                the control cell cancels; the output is then on the log1p scale.
 
         Returns:
             AnnData (n_controls * n_perturbations * n_times, G), genes in training order, ``obs``
             with perturbation, time, source control cell and covariates, the scale in
-            ``uns["citevae"]["scale"]``; for count models a "log1p" layer as well.
+            ``uns["citevae"]["scale"]``; for count models a "log1p" layer of the expected
+            log1p-normalised expression (comparable with log1p-normalised data) as well.
         """
         self._check_trained()
         rows = build_prediction_rows(self.registry, controls, perturbations, times,
                                      self.config.n_steps)
         targets, descriptors, has = self._target_codes(rows.perturbations)
-        generator = torch.Generator().manual_seed(seed) if seed is not None else None
-        if sample and generator is None:
-            generator = torch.Generator().manual_seed(int(torch.randint(2**62, ()).item()))
+        if seed is None:
+            seed = int(torch.randint(2**62, ()).item()) if sample else 0
+        generator = torch.Generator().manual_seed(seed)
         x, library, covariates = cell_tensors(self.registry, controls)
-        out = []
+        out, log1p = [], []
         self.module.eval()
         for start in range(0, len(rows.source), PREDICT_BATCH):
             block = slice(start, start + PREDICT_BATCH)
             source = torch.as_tensor(rows.source[block])
-            result = self.module.predict(
-                x[source], library[source], covariates[source],
-                targets[torch.as_tensor(rows.perturbation_index[block])],
-                torch.as_tensor(rows.steps[block]), sample=sample, generator=generator,
-                descriptors=descriptors, has_descriptor=has)
-            out.append(result["expression"].numpy())
-        return predictions_to_anndata(np.concatenate(out), rows, controls, self.registry,
-                                      self.config.library_scale, sample, seed)
+            codes = targets[torch.as_tensor(rows.perturbation_index[block])]
+            runs = [codes, torch.zeros_like(codes)] if relative else [codes]
+            state = generator.get_state()
+            results = []
+            for run in runs:
+                generator.set_state(state)
+                results.append(self.module.predict(
+                    x[source], library[source], covariates[source], run,
+                    torch.as_tensor(rows.steps[block]), sample=sample, generator=generator,
+                    descriptors=descriptors, has_descriptor=has))
+            if relative:
+                observed = log1p_normalised(x[source].numpy(), self.registry.scale,
+                                            self.config.library_scale)
+                change = results[0]["log1p"].numpy() - results[1]["log1p"].numpy()
+                shifted = observed + change
+                if self.registry.scale != "continuous":
+                    shifted = np.clip(shifted, 0.0, None)
+                out.append(shifted)
+                log1p.append(shifted)
+            else:
+                out.append(results[0]["expression"].numpy())
+                log1p.append(results[0]["log1p"].numpy())
+        registry = replace(self.registry, scale="log1p") if relative and \
+            self.registry.scale == "counts" else self.registry
+        prediction = predictions_to_anndata(np.concatenate(out), rows, controls, registry, sample,
+                                            seed, log1p=np.concatenate(log1p))
+        if relative:
+            prediction.uns["citevae"]["description"] = (
+                "observed control cell (log1p-normalised) + the model's predicted change"
+                + ("; sampled" if sample else "; means (deterministic)"))
+        return prediction
 
     def _target_codes(self, perturbations: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor,
                                                                   torch.Tensor]:

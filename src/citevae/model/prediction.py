@@ -58,17 +58,20 @@ def build_prediction_rows(registry: DataRegistry, controls: AnnData, perturbatio
                                 indexing="ij"), -1).reshape(-1, 3)
     is_control = np.array([c == registry.control for c in canonical])[grid[:, 0]]
     steps = np.where(is_control & (registry.time_key is None), 0, steps_per_time[grid[:, 1]])
-    return PredictionRows(grid[:, 2], grid[:, 0], canonical, steps.astype(np.int64),
-                          labels[grid[:, 1]])
+    time_labels = steps.astype(str).astype(object) if registry.time_key is None else labels[grid[:, 1]]
+    return PredictionRows(grid[:, 2], grid[:, 0], canonical, steps.astype(np.int64), time_labels)
 
 
 def predictions_to_anndata(values: np.ndarray, rows: PredictionRows, controls: AnnData,
-                           registry: DataRegistry, library_scale: float, sample: bool,
-                           seed: int | None) -> AnnData:
-    """Wrap predicted expression (R, G) with obs, var and the stated scale."""
+                           registry: DataRegistry, sample: bool, seed: int | None,
+                           log1p: np.ndarray | None = None) -> AnnData:
+    """Wrap predicted expression (R, G) with obs, var and the stated scale.
+
+    ``log1p`` (R, G), if given, becomes the "log1p" layer (expected log1p-normalised expression).
+    """
     obs = pd.DataFrame({
         registry.perturbation_key: pd.Categorical(np.array(rows.perturbations)[rows.perturbation_index]),
-        "time": rows.time_labels.astype(str) if registry.time_key is None else rows.time_labels,
+        "time": _time_column(rows.time_labels, registry),
         "step": rows.steps,
         "control_cell": controls.obs_names[rows.source].to_numpy(),
     })
@@ -80,13 +83,19 @@ def predictions_to_anndata(values: np.ndarray, rows: PredictionRows, controls: A
     out.uns["citevae"] = {
         "scale": scale,
         "description": (
-            "expected counts at the source control cell's library size" if scale == "counts"
+            "expected counts at the source control cell's library size" if scale == "counts" and not sample
             else f"{scale} values, as the training data"
         ) + ("; sampled" if sample else "; means (deterministic)"),
         "sample": bool(sample),
         "seed": -1 if seed is None else int(seed),
     }
-    if scale == "counts":
-        totals = np.maximum(values.sum(1, keepdims=True), 1e-12)
-        out.layers["log1p"] = np.log1p(values / totals * library_scale).astype(np.float32)
+    if log1p is not None:
+        out.layers["log1p"] = log1p.astype(np.float32)
     return out
+
+
+def _time_column(labels: np.ndarray, registry: DataRegistry) -> np.ndarray:
+    """Time labels as numbers for a linear (numeric) time mapping, else as strings (h5ad-safe)."""
+    if registry.time_mapping is not None and registry.time_mapping.mode == "linear":
+        return labels.astype(float)
+    return labels.astype(str)

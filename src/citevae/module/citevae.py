@@ -103,10 +103,7 @@ class CiteVAEModule(nn.Module):
     def expression_log1p(self, z: torch.Tensor, c: torch.Tensor,
                          covariates: torch.Tensor) -> torch.Tensor:
         """Mean expression (B, G) on the log1p-normalised scale, where distributions are matched."""
-        out = self.decode_logits(z, c, covariates)
-        if self.config.likelihood == "nb":
-            return torch.log1p(torch.softmax(out, -1) * self.config.library_scale)
-        return out
+        return self._log1p_of_logits(self.decode_logits(z, c, covariates))
 
     def likelihood(self, mean: torch.Tensor) -> torch.distributions.Distribution:
         """p(x | z, c, s) given the mean on the data scale."""
@@ -142,7 +139,7 @@ class CiteVAEModule(nn.Module):
         terms["kl_z0"] = _masked_mean(
             gaussian_kl(inf.z_mean, inf.z_log_var, prior_mean, prior_log_var), at_start)
         terms["kl_zt"] = self._transition_term(inf, u, step, prior_mean, prior_log_var)
-        terms["distribution"], terms["invariance"] = self._matching_terms(batch, inf, u)
+        terms.update(self._matching_terms(batch, inf, u))
         lam = self.dynamics.causal_matrix(u)
         terms["sparsity"] = lam.abs().sum((-2, -1)).mean()
         terms["residual"] = self.embedding.residual.pow(2).sum()
@@ -150,7 +147,8 @@ class CiteVAEModule(nn.Module):
         loss = (
             reconstruction
             + kl_weight * (cfg.beta_c * kl_c + cfg.beta_0 * terms["kl_z0"] + cfg.beta_z * terms["kl_zt"])
-            + match_weight * (cfg.alpha * terms["distribution"] + cfg.lambda_invariance * terms["invariance"])
+            + match_weight * (cfg.alpha * terms["distribution"] + cfg.gamma * terms["population"]
+                              + cfg.lambda_invariance * terms["invariance"])
             + cfg.lambda_sparsity * terms["sparsity"]
             + cfg.lambda_residual * terms["residual"]
         )
@@ -171,12 +169,19 @@ class CiteVAEModule(nn.Module):
         return (log_q - log_p).mean()
 
     def _matching_terms(self, batch: dict[str, torch.Tensor], inf: Inference,
-                        u: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Distribution match of rollouts of each group's controls against its real cells, and
-        invariance of c between the group's perturbed and control cells (means over groups)."""
+                        u: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Terms that tie rollouts of each group's controls to the group's real cells.
+
+        - distribution: MMD / energy distance between decoded rollouts and the decoded posterior
+          of the real cells (log1p scale);
+        - population: negative log-likelihood of the real cells' expression under the mean
+          expression of the rollouts (per cell, summed over genes, like the reconstruction);
+        - invariance: MMD between q(c) means of the group's perturbed and control cells.
+        Each is a mean over the groups it applies to.
+        """
         group, role, step, cov = batch["group"], batch["role"], batch["step"], batch["covariates"]
         distance = mmd if self.config.distribution_distance == "mmd" else energy_distance
-        matches, invariances = [], []
+        terms: dict[str, list[torch.Tensor]] = {"distribution": [], "population": [], "invariance": []}
         for g in torch.unique(group):
             source = (group == g) & (role == ROLE_SOURCE)
             target = (group == g) & (role == ROLE_TARGET)
@@ -187,35 +192,69 @@ class CiteVAEModule(nn.Module):
             if perturbed or bool(target_step[0] > 0):
                 u_group = u[target][:1].expand(int(source.sum()), -1)
                 z_pred = self.dynamics.rollout(inf.z[source], u_group, target_step, sample=True)
-                predicted = self.expression_log1p(z_pred, inf.c[source], cov[source])
+                logits = self.decode_logits(z_pred, inf.c[source], cov[source])
+                predicted = self._log1p_of_logits(logits)
                 observed = self.expression_log1p(inf.z[target], inf.c[target], cov[target]).detach()
-                matches.append(distance(predicted, observed))
+                terms["distribution"].append(distance(predicted, observed))
+                terms["population"].append(self._population_nll(logits, batch["x"][target],
+                                                                batch["library"][target]))
             if perturbed:
-                invariances.append(mmd(inf.c_mean[target], inf.c_mean[source]))
+                terms["invariance"].append(mmd(inf.c_mean[target], inf.c_mean[source]))
         zero = inf.z.new_zeros(())
-        return (torch.stack(matches).mean() if matches else zero,
-                torch.stack(invariances).mean() if invariances else zero)
+        return {name: torch.stack(values).mean() if values else zero for name, values in terms.items()}
+
+    def _log1p_of_logits(self, logits: torch.Tensor) -> torch.Tensor:
+        """Decoder output -> mean expression on the log1p-normalised scale."""
+        if self.config.likelihood == "nb":
+            return torch.log1p(torch.softmax(logits, -1) * self.config.library_scale)
+        return logits
+
+    def _population_nll(self, logits: torch.Tensor, x: torch.Tensor,
+                        library: torch.Tensor) -> torch.Tensor:
+        """-log p(x_i | population mean of the rollouts) averaged over real cells i."""
+        if self.config.likelihood == "nb":
+            proportions = torch.softmax(logits, -1).mean(0)
+            mean = library.unsqueeze(-1) * proportions
+        else:
+            mean = logits.mean(0).expand_as(x)
+        return -self.likelihood(mean).log_prob(x).sum(-1).mean()
 
     # prediction ----------------------------------------------------------------------------
     @torch.no_grad()
     def predict(self, x: torch.Tensor, library: torch.Tensor, covariates: torch.Tensor,
                 targets: torch.Tensor, steps: torch.Tensor, sample: bool = False,
                 generator: torch.Generator | None = None, descriptors: torch.Tensor | None = None,
-                has_descriptor: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+                has_descriptor: torch.Tensor | None = None,
+                n_draws: int = 16) -> dict[str, torch.Tensor]:
         """Counterfactual expression of control cells under perturbations at latent steps.
 
         Encodes (c, z_0) of each control cell (B rows), embeds its row of ``targets`` (B, K'),
         rolls out ``steps`` (B,) and decodes. With ``sample`` False the posterior, the noise and
         the likelihood are at their means (deterministic); with True they are drawn from
-        ``generator``. Returns ``expression`` (B, G) on the data scale, ``z`` (B, n) and ``c``.
+        ``generator``. Returns ``expression`` (B, G) on the data scale, ``log1p`` (B, G) on the
+        log1p-normalised scale, ``z`` (B, n) and ``c`` (B, m). For counts, ``log1p`` is the
+        expectation of log1p(normalised counts) over ``n_draws`` likelihood draws (the mean of
+        log1p data is not log1p of the mean), or of the one drawn cell when ``sample`` is True.
         """
         inf = self.inference(x, library, covariates, sample=sample, generator=generator)
         u = self.embed(targets, descriptors, has_descriptor)
         z = self.dynamics.rollout(inf.z, u, steps, sample=sample, generator=generator)
         mean = self.expression_mean(z, inf.c, covariates, library)
+        if self.config.likelihood != "nb":
+            expression = self._draw(mean, generator) if sample else mean
+            return {"expression": expression, "log1p": expression, "z": z, "c": inf.c}
         if sample:
-            mean = self._draw(mean, generator)
-        return {"expression": mean, "z": z, "c": inf.c}
+            counts = self._draw(mean, generator)
+            return {"expression": counts, "log1p": self._log1p_normalise(counts), "z": z, "c": inf.c}
+        draws = generator if generator is not None else torch.Generator().manual_seed(0)
+        log1p = torch.stack([self._log1p_normalise(self._draw(mean, draws))
+                             for _ in range(n_draws)]).mean(0)
+        return {"expression": mean, "log1p": log1p, "z": z, "c": inf.c}
+
+    def _log1p_normalise(self, counts: torch.Tensor) -> torch.Tensor:
+        """log1p(counts / total * library_scale) per cell, as the data are normalised."""
+        total = counts.sum(-1, keepdim=True).clamp_min(1.0)
+        return torch.log1p(counts / total * self.config.library_scale)
 
     def _draw(self, mean: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
         """A draw of the likelihood with ``generator`` (gamma-Poisson for NB)."""

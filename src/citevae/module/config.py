@@ -45,6 +45,9 @@ class ModuleConfig:
     beta_z: float = 1.0
     alpha: float = 10.0
     """Weight of the distribution match between rollouts and real cells."""
+    gamma: float = 1.0
+    """Weight of the population likelihood: real cells of a condition under the mean expression of
+    the rollouts of its controls (the mean-matching part of the distribution match)."""
     distribution_distance: Literal["mmd", "energy"] = "mmd"
     lambda_sparsity: float = 1e-3
     lambda_residual: float = 1e-2
