@@ -60,7 +60,7 @@ class Split:
         registry = registry or get_registry(adata)
         if not adata.obs_names.equals(self.assignment.index):
             raise SplitLeakageError("the split was drawn on other cells than this AnnData's")
-        units = _units(adata, registry)
+        units = condition_units(adata, registry)
         seen = self.mask("train") | self.mask("val")
         test = self.mask("test")
         leaked = sorted(set(units.key[test & ~units.control]) & set(units.key[seen]))
@@ -142,7 +142,7 @@ def split_simulation(
     ("combo_seen2"). Unseen genes are chosen among targets perturbed alone.
     """
     _check_fraction("unseen_fraction", unseen_fraction)
-    registry, units, rng = get_registry(adata), _units(adata, get_registry(adata)), _rng(seed)
+    registry, units, rng = get_registry(adata), condition_units(adata, get_registry(adata)), _rng(seed)
     singles = sorted(c for c in set(units.condition) if _n_targets(registry, c) == 1)
     n_unseen = round(unseen_fraction * len(singles))
     unseen = {str(g) for g in rng.choice(singles, size=n_unseen, replace=False)} if n_unseen else set()
@@ -173,7 +173,7 @@ def split_combinations(
 ) -> Split:
     """Random hold-out of a ``fraction`` of the combinations; all single perturbations train."""
     registry = get_registry(adata)
-    units = _units(adata, registry)
+    units = condition_units(adata, registry)
     combos = sorted(c for c in set(units.condition) if _n_targets(registry, c) > 1)
     if not combos:
         raise DataValidationError("the data has no combination perturbations to hold out")
@@ -199,7 +199,7 @@ def split_context(
     observed both in ``context`` and elsewhere is held out.
     """
     registry = get_registry(adata)
-    units = _units(adata, registry)
+    units = condition_units(adata, registry)
     known = sorted(set(units.context))
     if context not in known:
         raise DataValidationError(f"context {context!r} is not in the data (contexts: {known})")
@@ -234,7 +234,7 @@ def split_time(
     registry = get_registry(adata)
     if registry.time_key is None:
         raise DataValidationError("split_time needs a time key registered (setup_anndata time_key)")
-    units = _units(adata, registry)
+    units = condition_units(adata, registry)
     held_steps = registry.time_mapping.step_of(list(held_out))
     test = np.isin(units.step, held_steps) & ~units.control
     if not test.any():
@@ -256,7 +256,7 @@ def split_from_column(adata: AnnData, key: str) -> Split:
         raise DataValidationError(
             f"split column {key!r} holds {format_names(wrong)}; allowed values are {SETS}"
         )
-    units = _units(adata, registry)
+    units = condition_units(adata, registry)
     test = (values == "test").to_numpy()
     groups = {k: "user" for k in sorted(set(units.key[test & ~units.control]))}
     split = Split("column", 0, values.astype(object), groups, params={"key": key})
@@ -264,7 +264,7 @@ def split_from_column(adata: AnnData, key: str) -> Split:
     return split
 
 
-def _units(adata: AnnData, registry: DataRegistry) -> pd.DataFrame:
+def condition_units(adata: AnnData, registry: DataRegistry) -> pd.DataFrame:
     """Per cell: canonical condition, context, step, control flag and unit keys.
 
     ``pair`` is "condition@context"; ``key`` adds "@t<step>" when a time key is registered, so a

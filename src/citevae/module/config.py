@@ -29,7 +29,7 @@ class ModuleConfig:
     """d_u: perturbation embedding."""
     n_steps: int = 4
     """T: latent steps between control (t = 0) and perturbed cells when no time is observed."""
-    n_hidden: int = 256
+    n_hidden: int = 128
     n_layers: int = 2
     dropout: float = 0.0
     instantaneous: bool = True
@@ -40,15 +40,18 @@ class ModuleConfig:
     """h(z, u) = A z + B u (ablation) instead of the MLP drift."""
     nonlinear_mechanisms: bool = False
     """z_i = sum_j Lambda_ij(u) tanh(z_j) + ... instead of linear parents (log|det| stays 0)."""
-    beta_c: float = 1.0
-    beta_0: float = 1.0
-    beta_z: float = 1.0
+    beta_c: float = 0.01
+    beta_0: float = 0.01
+    beta_z: float = 0.01
+    """KL weights. MODEL.md starts from 1; on log1p Perturb-seq data (PerturBench K562) beta = 0.1
+    or more collapsed the posterior (KL ~ 0, no perturbation signal), 0.01 did not."""
     alpha: float = 10.0
     """Weight of the distribution match between rollouts and real cells."""
-    gamma: float = 1.0
+    gamma: float = 50.0
     """Weight of the population likelihood: real cells of a condition under the mean expression of
-    the rollouts of its controls (the mean-matching part of the distribution match)."""
-    distribution_distance: Literal["mmd", "energy"] = "mmd"
+    the rollouts of its controls (the mean-matching part of the distribution match). Tuned on
+    PerturBench K562 held-out pairs: 5 -> 20 -> 50 moved Pearson delta 0.32 -> 0.77 -> 0.82."""
+    distribution_distance: Literal["mmd", "energy"] = "energy"
     lambda_sparsity: float = 1e-3
     lambda_residual: float = 1e-2
     lambda_invariance: float = 1.0
