@@ -44,10 +44,13 @@ def predict_units(method, evaluation: Evaluation, adata: AnnData, split: Split) 
     return _concat(parts)
 
 
-def run_split(adata: AnnData, split: Split, seed: int = 0, baselines: Sequence[str] = (),
+def run_split(adata: AnnData, split: Split, seed: int = 0,
+              baselines: Sequence[str | tuple[str, dict]] = (),
               model_options: dict | None = None, train_options: dict | None = None,
               progress_bar: bool = False) -> tuple[pd.DataFrame, dict]:
     """Train CITE-VAE and fit ``baselines`` on the split's train cells; score all on its test units.
+
+    A baseline is a name or ``(name, kwargs)`` for ``get_baseline`` (e.g. gene features).
 
     Returns (scores: one row per method and held-out unit, extras: fitted model, predictions and
     timings for plots and reports).
@@ -59,9 +62,10 @@ def run_split(adata: AnnData, split: Split, seed: int = 0, baselines: Sequence[s
     model.train(split=split, seed=seed, progress_bar=progress_bar, **train_options)
     seconds = {CITEVAE: time.perf_counter() - start}
     predictions = {CITEVAE: predict_units(model, evaluation, adata, split)}
-    for name in baselines:
+    for spec in baselines:
+        name, kwargs = (spec, {}) if isinstance(spec, str) else (spec[0], dict(spec[1]))
         start = time.perf_counter()
-        baseline = get_baseline(name).fit(adata, split.mask("train"))
+        baseline = get_baseline(name, **kwargs).fit(adata, split.mask("train"))
         predictions[name] = predict_units(baseline, evaluation, adata, split)
         seconds[name] = time.perf_counter() - start
     scores = pd.concat([evaluation.score(name, pred) for name, pred in predictions.items()],

@@ -237,6 +237,26 @@ class CiteVAE:
         adata.obsm["citevae_c"], adata.obsm["citevae_z"] = latent["c"], latent["z"]
         return None
 
+    def trajectories(self, controls: AnnData, perturbation: str, n_steps: int | None = None
+                     ) -> np.ndarray:
+        """Mean latent path of each control cell under ``perturbation``: (cells, n_steps + 1, n).
+
+        Step 0 is the encoded z_0; later steps follow the rollout with noise at its mean
+        (``n_steps`` defaults to T, or to the latest observed step when time is registered).
+        """
+        self._check_trained()
+        if n_steps is None:
+            mapping = self.registry.time_mapping
+            n_steps = mapping.max_step if mapping is not None else self.config.n_steps
+        codes, descriptors, has = self._target_codes([perturbation])
+        x, library, covariates = cell_tensors(self.registry, controls)
+        with torch.no_grad():
+            inf = self.module.inference(x, library, covariates, sample=False)
+            u = self.module.embed(codes.expand(len(x), -1), descriptors, has)
+            steps = torch.full((len(x),), n_steps, dtype=torch.long)
+            path = self.module.dynamics.rollout(inf.z, u, steps, sample=False, return_path=True)
+        return path.numpy()
+
     def causal_graph(self, perturbation: str) -> pd.DataFrame:
         """Lambda(u) of ``perturbation`` as an (n, n) DataFrame: entry [i, j] = weight of j -> i."""
         codes, descriptors, has = self._target_codes([perturbation])

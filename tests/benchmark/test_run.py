@@ -1,0 +1,101 @@
+"""Benchmark runner, tables and the ``citevae benchmark`` command: synthetic scores for the tables,
+seconds-long end-to-end runs on subsets of the real data (1 epoch)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+from typer.testing import CliRunner
+
+from citevae.benchmark.run import CITEVAE
+from citevae.benchmark.suites import run_suite
+from citevae.benchmark.tables import (TABLE_METRICS, markdown_table, summary_table, verdict,
+                                      write_tables)
+from citevae.cli import app
+
+METRICS = list(TABLE_METRICS)
+
+
+def _scores() -> pd.DataFrame:
+    """Two seeds, two units; CITE-VAE best on pearson metrics and mse, additive on energy."""
+    rows = []
+    values = {CITEVAE: (0.8, 0.7, 0.02, 0.30, 0.5), "additive": (0.7, 0.6, 0.03, 0.20, 0.4),
+              "control_mean": (0.0, 0.0, 0.10, 0.90, 0.1)}
+    for seed in (0, 1):
+        for unit in ("A+B", "C+D"):
+            for method, base in values.items():
+                shift = 0.01 * seed
+                rows.append({"suite": "toy", "method": method, "unit": unit, "group": "combo_seen2",
+                             "seed": seed, **dict(zip(METRICS, np.add(base, shift), strict=True))})
+    return pd.DataFrame(rows)
+
+
+def test_summary_mean_and_std_over_seeds():
+    summary = summary_table(_scores())
+    row = summary[(summary.method == CITEVAE)].iloc[0]
+    assert row["pearson_delta_mean"] == pytest.approx(0.805)
+    assert row["pearson_delta_std"] == pytest.approx(np.std([0.8, 0.81], ddof=1))
+    assert row["n_seeds"] == 2 and row["n_units"] == 2
+    assert summary.method.iloc[0] == CITEVAE  # the model first
+
+
+def test_markdown_bolds_best_per_column_and_gives_verdict():
+    text = markdown_table(_scores())
+    model = next(line for line in text.splitlines() if line.startswith("| CITE-VAE"))
+    additive = next(line for line in text.splitlines() if line.startswith("| additive"))
+    assert "**0.805 ± 0.007**" in model  # pearson_delta, higher is better
+    assert "**0.025 ± 0.007**" in model  # mse_top20_de, lower is better
+    assert "**0.205 ± 0.007**" in additive  # energy_distance, lower is better
+    assert "0.305 ± 0.007" in model and "**0.305" not in model
+    line = verdict(summary_table(_scores()), "toy")
+    assert line.startswith("toy: CITE-VAE ahead of the best baseline on pearson_delta_top20_de")
+    assert "mse_top20_de (0.025 vs additive 0.035)" in line
+    assert "not yet ahead on energy_distance (0.305 vs additive 0.205)" in line
+    assert f"- {line}" in text
+
+
+def test_all_group_and_single_seed(tmp_path):
+    scores = _scores()
+    scores.loc[scores.unit == "C+D", "group"] = "combo_seen1"
+    one = scores[scores.seed == 0]
+    summary = summary_table(one)
+    assert set(summary.group) == {"combo_seen1", "combo_seen2", "all"}
+    assert summary["pearson_delta_std"].isna().all()
+    text = markdown_table(one)
+    assert " ± 0" not in text and "### all" in text
+    md, csv = write_tables(one, tmp_path)
+    assert md.read_text() == text
+    assert len(pd.read_csv(csv)) == len(summary)
+
+
+def test_run_suite_end_to_end_on_a_subset(shared_data):
+    scores = run_suite("k562_unseen_singles", shared_data, seeds=[0], epochs=1, cells_per_group=15)
+    assert set(scores.method) == {CITEVAE, "control_mean", "training_mean", "linear"}
+    assert {"unseen_single"} <= set(scores.group)
+    assert (scores.suite == "k562_unseen_singles").all() and (scores.seed == 0).all()
+    for metric in ("pearson_delta", "mse_top20_de", "energy_distance"):
+        assert np.isfinite(scores[metric]).all(), metric
+
+
+def test_cli_benchmark_writes_files(shared_data, tmp_path):
+    out = tmp_path / "bench"
+    result = CliRunner().invoke(app, ["benchmark", "hsmm_interpolation", "--data-dir",
+                                      str(shared_data), "--seeds", "0", "--epochs", "1",
+                                      "--no-progress", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    for name in ("scores.csv", "table.md", "table.csv"):
+        assert (out / name).is_file(), name
+    scores = pd.read_csv(out / "scores.csv")
+    assert set(scores.method) == {CITEVAE, "control_mean", "nearest_time", "linear_interpolation"}
+    assert "hsmm_interpolation" in result.output
+
+
+def test_cli_benchmark_one_line_errors(tmp_path):
+    runner = CliRunner()
+    result = runner.invoke(app, ["benchmark", "nope", "--data-dir", str(tmp_path)])
+    assert result.exit_code == 1
+    assert result.stderr.strip().startswith("error: unknown suite(s) nope")
+    result = runner.invoke(app, ["benchmark", "--data-dir", str(tmp_path / "absent")])
+    assert result.exit_code == 1 and "data folder not found" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
