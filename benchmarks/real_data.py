@@ -36,7 +36,7 @@ def main() -> None:
     for name in args.suites:
         start = time.perf_counter()
         frames.append(run_suite(name, args.data_dir, args.seeds, epochs=args.epochs,
-                                on_seed=lambda n, s, found: extras.__setitem__((n, s), found)))
+                                on_seed=lambda n, s, found: extras.__setitem__(f"{n}/seed{s}", found)))
         print(f"{name}: {len(args.seeds)} seed(s) in {time.perf_counter() - start:.0f} s",
               flush=True)
     scores = pd.concat(frames, ignore_index=True)

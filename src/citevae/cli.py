@@ -302,7 +302,8 @@ DEFAULT_DATA_DIR = Path("../shared/data")
 
 
 def _benchmark_report(out: Path, scores, extras: dict) -> Path | None:
-    """Call ``citevae.benchmark.report.write_report`` when that module provides it."""
+    """Call ``citevae.benchmark.report.write_report(out, scores, {"suite/seedN": extras})`` when
+    that module provides it; the path it wrote, or None."""
     import importlib
 
     try:
@@ -312,7 +313,12 @@ def _benchmark_report(out: Path, scores, extras: dict) -> Path | None:
     write_report = getattr(report, "write_report", None)
     if write_report is None:
         return None
-    result = write_report(out, scores, extras)
+    try:
+        result = write_report(out, scores, extras)
+    except Exception as err:  # the tables are written; a failing report must not lose them
+        err_console.print(Text(f"warning: no HTML report: {type(err).__name__}: {err}",
+                               style="yellow"), soft_wrap=True, highlight=False)
+        return None
     return Path(result) if isinstance(result, str | Path) else None
 
 
@@ -364,7 +370,7 @@ def benchmark(
         task = bar.add_task("benchmark", total=len(names) * len(seeds))
 
         def done(name: str, seed: int, found: dict) -> None:
-            extras[(name, seed)] = found
+            extras[f"{name}/seed{seed}"] = found
             bar.advance(task)
 
         for name in names:

@@ -3,6 +3,9 @@ seconds-long end-to-end runs on subsets of the real data (1 epoch)."""
 
 from __future__ import annotations
 
+import importlib
+import importlib.util
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -10,8 +13,7 @@ from typer.testing import CliRunner
 
 from citevae.benchmark.run import CITEVAE
 from citevae.benchmark.suites import run_suite
-from citevae.benchmark.tables import (TABLE_METRICS, markdown_table, summary_table, verdict,
-                                      write_tables)
+from citevae.benchmark.tables import TABLE_METRICS, markdown_table, summary_table, verdict, write_tables
 from citevae.cli import app
 
 METRICS = list(TABLE_METRICS)
@@ -74,8 +76,11 @@ def test_run_suite_end_to_end_on_a_subset(shared_data):
     assert set(scores.method) == {CITEVAE, "control_mean", "training_mean", "linear"}
     assert {"unseen_single"} <= set(scores.group)
     assert (scores.suite == "k562_unseen_singles").all() and (scores.seed == 0).all()
-    for metric in ("pearson_delta", "mse_top20_de", "energy_distance"):
+    for metric in ("mse_top20_de", "energy_distance", "pearson_delta_systema"):
         assert np.isfinite(scores[metric]).all(), metric
+    # correlations of a predicted change; control_mean predicts none (n/a by design)
+    changing = scores[scores.method.isin([CITEVAE, "linear", "training_mean"])]
+    assert np.isfinite(changing["pearson_delta"]).all()
 
 
 def test_cli_benchmark_writes_files(shared_data, tmp_path):
@@ -86,6 +91,9 @@ def test_cli_benchmark_writes_files(shared_data, tmp_path):
     assert result.exit_code == 0, result.output
     for name in ("scores.csv", "table.md", "table.csv"):
         assert (out / name).is_file(), name
+    report = importlib.util.find_spec("citevae.benchmark.report")
+    if report is not None and hasattr(importlib.import_module(report.name), "write_report"):
+        assert (out / "report.html").is_file()
     scores = pd.read_csv(out / "scores.csv")
     assert set(scores.method) == {CITEVAE, "control_mean", "nearest_time", "linear_interpolation"}
     assert "hsmm_interpolation" in result.output

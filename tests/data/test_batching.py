@@ -22,7 +22,7 @@ from citevae.errors import DataValidationError
 CONDITIONS = {"control": 12, "A": 9, "B": 7, "A+B": 6, "C": 5}
 # controls at steps 0 and 1 (only step-0 controls may be sources), perturbations at steps 1 and 2
 TIMES = {"control": [0, 0, 1], "A": [1, 2], "B": [1], "A+B": [2], "C": [1, 2]}
-KEYS = ("x", "library", "targets", "step", "covariates", "group", "role")
+KEYS = ("x", "library", "targets", "step", "covariates", "group", "role", "previous")
 
 
 @pytest.fixture
@@ -211,9 +211,10 @@ def test_dense_log1p_batch_tensors(timed):
     assert set(batch) == set(KEYS)
     n, index = len(raw["index"]), raw["index"]
     shapes = {"x": (n, adata.n_vars), "library": (n,), "targets": (n, 3), "step": (n,),
-              "covariates": (n, 1), "group": (n,), "role": (n,)}
+              "covariates": (n, 1), "group": (n,), "role": (n,), "previous": (n,)}
     dtypes = {"x": torch.float32, "library": torch.float32, "targets": torch.float32,
-              "step": torch.long, "covariates": torch.long, "group": torch.long, "role": torch.long}
+              "step": torch.long, "covariates": torch.long, "group": torch.long, "role": torch.long,
+              "previous": torch.long}
     for key in KEYS:
         assert tuple(batch[key].shape) == shapes[key], key
         assert batch[key].dtype == dtypes[key], key
@@ -226,6 +227,7 @@ def test_dense_log1p_batch_tensors(timed):
                                   (adata.obs["context"].to_numpy()[index] == "c2").astype(int))
     np.testing.assert_array_equal(batch["group"].numpy(), raw["group"])
     np.testing.assert_array_equal(batch["role"].numpy(), raw["role"])
+    np.testing.assert_array_equal(batch["previous"].numpy(), -np.ones(n))  # unpaired: no lineage
 
 
 def _counts_module(make_adata, matrix):

@@ -52,7 +52,7 @@ class SuiteSetup(NamedTuple):
     baselines: list[BaselineSpec]
     model_options: dict
     gene_features: pd.DataFrame | None = None
-    train_options: dict = {}
+    train_options: dict | None = None
 
 
 SuiteLoader = Callable[..., SuiteSetup]
@@ -215,7 +215,7 @@ def run_suite(name: str, data_dir: str | Path, seeds: Sequence[int] = (0, 1, 2),
     frames = []
     for seed in seeds:
         setup = load_suite(name, data_dir, seed, cells_per_group=cells_per_group)
-        train_options = {**SUITE_TRAIN_OPTIONS.get(name, {}), **setup.train_options}
+        train_options = {**SUITE_TRAIN_OPTIONS.get(name, {}), **(setup.train_options or {})}
         if epochs is not None:
             train_options["max_epochs"] = int(epochs)
         scores, extras = run_split(setup.adata, setup.split, seed=seed, baselines=setup.baselines,

@@ -27,6 +27,9 @@ ROLE_SOURCE = 0
 """Row role: a control cell rolled forward under the group's perturbation."""
 ROLE_TARGET = 1
 """Row role: a real cell of the group's condition."""
+ROLE_PREVIOUS = 2
+"""Row role: the previous observation of a target cell's lineage (paired data only), present so
+the transition term can start from it; it enters no other term."""
 
 
 @dataclass(frozen=True)
@@ -143,15 +146,21 @@ class CellDataset(Dataset):
     """Rows of the expression matrix with their codes, fetched a batch at a time.
 
     ``matrix`` may be dense, scipy sparse (CSC and COO are converted to CSR once) or an
-    ``anndata`` backed dataset; only the requested rows are read.
+    ``anndata`` backed dataset; only the requested rows are read. With lineages, each target
+    cell's previous observation is appended (role ``ROLE_PREVIOUS``) if ``usable`` allows it, and
+    ``previous`` gives its row in the batch (-1 otherwise).
     """
 
-    def __init__(self, matrix, encoded: EncodedCells) -> None:
+    def __init__(self, matrix, encoded: EncodedCells, usable: np.ndarray | None = None) -> None:
         if sparse.issparse(matrix) and not sparse.isspmatrix_csr(matrix):
             matrix = sparse.csr_matrix(matrix)
         self.matrix = matrix
         self.encoded = encoded
         self.targets = encoded.targets.tocsr()
+        previous = encoded.previous.copy()
+        if usable is not None:
+            previous[(previous >= 0) & ~usable[np.maximum(previous, 0)]] = -1
+        self.previous = previous
 
     def __len__(self) -> int:
         return self.matrix.shape[0]
@@ -173,7 +182,14 @@ class CellDataset(Dataset):
         return out
 
     def __getitem__(self, batch: dict[str, np.ndarray]) -> dict[str, torch.Tensor]:
-        index = batch["index"]
+        index, group, role = batch["index"], batch["group"], batch["role"]
+        earlier = self.previous[index]
+        needs = (earlier >= 0) & (role == ROLE_TARGET)
+        previous = np.full(len(index) + int(needs.sum()), -1, dtype=np.int64)
+        previous[np.flatnonzero(needs)] = len(index) + np.arange(int(needs.sum()))
+        index = np.concatenate([index, earlier[needs]])
+        group = np.concatenate([group, np.full(int(needs.sum()), -1)])
+        role = np.concatenate([role, np.full(int(needs.sum()), ROLE_PREVIOUS)])
         encoded = self.encoded
         library = encoded.library[index] if encoded.library is not None else np.ones(len(index))
         return {
@@ -182,8 +198,9 @@ class CellDataset(Dataset):
             "targets": torch.from_numpy(self.targets[index].toarray().astype(np.float32)),
             "step": torch.as_tensor(encoded.steps[index], dtype=torch.long),
             "covariates": torch.as_tensor(encoded.covariates[index], dtype=torch.long),
-            "group": torch.as_tensor(batch["group"], dtype=torch.long),
-            "role": torch.as_tensor(batch["role"], dtype=torch.long),
+            "group": torch.as_tensor(group, dtype=torch.long),
+            "role": torch.as_tensor(role, dtype=torch.long),
+            "previous": torch.from_numpy(previous),
         }
 
 
@@ -215,9 +232,14 @@ class CiteDataModule(pl.LightningDataModule):
         super().__init__()
         self.registry = registry
         self.encoded = registry.encode(adata, n_steps=n_steps)
-        self.dataset = CellDataset(expression_matrix(adata, registry.layer), self.encoded)
         self.train_cells = np.flatnonzero(train_mask)
         self.val_cells = np.flatnonzero(val_mask) if val_mask is not None else np.zeros(0, int)
+        matrix = expression_matrix(adata, registry.layer)
+        seen = np.zeros(adata.n_obs, bool)
+        seen[self.train_cells] = True
+        self.dataset = CellDataset(matrix, self.encoded, usable=seen.copy())
+        seen[self.val_cells] = True
+        self.val_dataset = CellDataset(matrix, self.encoded, usable=seen)
         self.cells_per_group = cells_per_group
         self.groups_per_batch = groups_per_batch
         self.seed = seed
@@ -234,19 +256,21 @@ class CiteDataModule(pl.LightningDataModule):
         trainer = self.trainer
         return (trainer.global_rank, trainer.world_size) if trainer is not None else (0, 1)
 
-    def _loader(self, groups: list[ConditionGroup], shuffle: bool) -> DataLoader:
+    def _loader(self, groups: list[ConditionGroup], shuffle: bool, dataset: CellDataset) -> DataLoader:
         rank, world_size = self._rank()
         sampler = ConditionBatchSampler(groups, self.cells_per_group, self.groups_per_batch,
                                         shuffle=shuffle, seed=self.seed, rank=rank,
                                         world_size=world_size)
-        return DataLoader(self.dataset, batch_size=None, sampler=sampler,
+        return DataLoader(dataset, batch_size=None, sampler=sampler,
                           num_workers=self.num_workers,
                           persistent_workers=self.num_workers > 0)
 
     def train_dataloader(self) -> DataLoader:
         """Shuffled condition-grouped batches of the training cells."""
-        return self._loader(self.train_groups, shuffle=True)
+        return self._loader(self.train_groups, shuffle=True, dataset=self.dataset)
 
     def val_dataloader(self) -> DataLoader | list:
         """Validation batches (seen perturbations only), in a fixed order."""
-        return self._loader(self.val_groups, shuffle=False) if self.val_groups else []
+        if not self.val_groups:
+            return []
+        return self._loader(self.val_groups, shuffle=False, dataset=self.val_dataset)

@@ -50,6 +50,9 @@ class DataRegistry:
         vocabulary: perturbation targets and conditions.
         time_mapping: time labels -> latent steps, or None.
         covariate_categories: categories of each covariate, in code order.
+        lineage_key: obs column naming the individual a cell belongs to when the same individual
+            is observed at several times (simulations, lineage tracing, imaging), or None
+            (cells unpaired, as in sequencing).
     """
 
     perturbation_key: str
@@ -64,6 +67,7 @@ class DataRegistry:
     vocabulary: PerturbationVocabulary
     time_mapping: TimeMapping | None
     covariate_categories: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    lineage_key: str | None = None
 
     @property
     def n_genes(self) -> int:
@@ -86,6 +90,7 @@ class DataRegistry:
             "vocabulary": self.vocabulary.to_dict(),
             "time_mapping": self.time_mapping.to_dict() if self.time_mapping else None,
             "covariate_categories": {k: list(v) for k, v in self.covariate_categories.items()},
+            "lineage_key": self.lineage_key,
         }
 
     @classmethod
@@ -110,6 +115,7 @@ class DataRegistry:
             vocabulary=PerturbationVocabulary.from_dict(data["vocabulary"]),
             time_mapping=TimeMapping.from_dict(data["time_mapping"]) if data["time_mapping"] else None,
             covariate_categories={k: tuple(v) for k, v in data["covariate_categories"].items()},
+            lineage_key=data.get("lineage_key"),
         )
 
     def to_json(self) -> str:
@@ -180,6 +186,7 @@ class DataRegistry:
             is_control=is_control,
             library=self.library_sizes(adata),
             target_names=vocabulary.targets,
+            previous=self.previous_observations(adata, steps),
         )
 
     def contexts(self, adata: AnnData) -> np.ndarray:
@@ -188,6 +195,24 @@ class DataRegistry:
             return np.full(adata.n_obs, NO_CONTEXT, dtype=object)
         parts = [adata.obs[key].astype(str).to_numpy() for key in self.covariate_keys]
         return np.array(["|".join(values) for values in zip(*parts, strict=True)], dtype=object)
+
+    def previous_observations(self, adata: AnnData, steps: np.ndarray) -> np.ndarray:
+        """Index of each cell's previous observation of the same lineage (-1 if none), (n,)."""
+        previous = np.full(adata.n_obs, -1, dtype=np.int64)
+        if self.lineage_key is None:
+            return previous
+        lineages = check_obs_key(adata, self.lineage_key, "lineage").astype(str).to_numpy()
+        order = np.lexsort((steps, lineages))
+        same = lineages[order][1:] == lineages[order][:-1]
+        repeated = same & (steps[order][1:] == steps[order][:-1])
+        if repeated.any():
+            cell = adata.obs_names[order[1:][repeated][0]]
+            raise DataValidationError(
+                f"lineage column {self.lineage_key!r} has two cells of one lineage at one time "
+                f"(e.g. cell {cell!r}); each individual can be observed once per time"
+            )
+        previous[order[1:][same]] = order[:-1][same]
+        return previous
 
     def library_sizes(self, adata: AnnData) -> np.ndarray | None:
         """Library size per cell (float32) for count data; None for log1p data."""
@@ -216,6 +241,7 @@ class EncodedCells:
         is_control: (n,) bool.
         library: library sizes (n,) float32 for counts, else None.
         target_names: names of the multi-hot columns.
+        previous: index of the previous observation of the same lineage, (n,) int64, -1 if none.
     """
 
     conditions: np.ndarray
@@ -226,6 +252,7 @@ class EncodedCells:
     is_control: np.ndarray
     library: np.ndarray | None
     target_names: tuple[str, ...]
+    previous: np.ndarray
 
 
 def setup_anndata(
@@ -240,13 +267,16 @@ def setup_anndata(
     library_size_key: str | None = None,
     time_mode: TimeMode | None = None,
     time_unit: float | None = None,
+    lineage_key: str | None = None,
 ) -> DataRegistry:
     """Validate the keys and values of ``adata`` and register them.
 
     On success the registry is stored as JSON in ``adata.uns["_citevae"]`` (nothing else changes);
     on failure a ``DataValidationError`` names the problem and ``adata`` is left untouched.
     The expression scale is detected ("counts" if all values are integers, else "log1p") unless
-    declared, and logged.
+    declared, and logged. ``lineage_key`` (needs ``time_key``) names the individual of each cell
+    when individuals are observed at several times; training then uses each cell's own previous
+    observation in the transition term.
     """
     check_anndata(adata)
     if not isinstance(separator, str) or not separator:
@@ -273,6 +303,8 @@ def setup_anndata(
         categories[key] = tuple(sorted(values.unique()))
     if library_size_key is not None:
         check_obs_key(adata, library_size_key, "library size")
+    if lineage_key is not None and time_key is None:
+        raise DataValidationError("lineage_key needs a time_key: lineages are followed over time")
     detected, _ = check_expression(adata, layer, scale)
     registry = DataRegistry(
         perturbation_key=perturbation_key,
@@ -287,8 +319,11 @@ def setup_anndata(
         vocabulary=vocabulary,
         time_mapping=time_mapping,
         covariate_categories=categories,
+        lineage_key=lineage_key,
     )
     _check_controls_per_context(adata, registry)
+    if lineage_key is not None:
+        registry.previous_observations(adata, time_mapping.step_of(adata.obs[time_key]))
     registry.library_sizes(adata)
     logger.info(
         "registered %d cells x %d genes; expression scale: %s (%s); %d targets, %d conditions",

@@ -14,7 +14,7 @@ from citevae.module.distances import energy_distance, mmd
 from citevae.module.embedding import PerturbationEmbedding
 from citevae.module.networks import GaussianHead, gaussian_kl, mlp, one_hot_covariates, reparameterize
 
-ROLE_SOURCE, ROLE_TARGET = 0, 1
+ROLE_SOURCE, ROLE_TARGET, ROLE_PREVIOUS = 0, 1, 2
 
 
 @dataclass
@@ -123,24 +123,26 @@ class CiteVAEModule(nn.Module):
         """The objective of MODEL.md section 6 for one condition-grouped batch.
 
         ``kl_weight`` scales the beta terms (warm-up) and ``match_weight`` the distribution and
-        invariance terms (switched on after a few epochs).
+        invariance terms (switched on after a few epochs). Rows of role ``ROLE_PREVIOUS`` (earlier
+        observations of a lineage, paired data) only feed the transition term.
         """
         cfg = self.config
         x, library, cov, step = batch["x"], batch["library"], batch["covariates"], batch["step"]
+        observed = batch["role"] != ROLE_PREVIOUS
         inf = self.inference(x, library, cov)
         u = self.embed(batch["targets"])
         mean = self.expression_mean(inf.z, inf.c, cov, library)
-        reconstruction = -self.likelihood(mean).log_prob(x).sum(-1).mean()
-        kl_c = gaussian_kl(inf.c_mean, inf.c_log_var).mean()
+        reconstruction = _masked_mean(-self.likelihood(mean).log_prob(x).sum(-1), observed)
+        kl_c = _masked_mean(gaussian_kl(inf.c_mean, inf.c_log_var), observed)
         terms = {"reconstruction": reconstruction, "kl_c": kl_c}
-        at_start = step == 0
         prior_mean, prior_log_var = self.z0_prior(torch.cat(
             [inf.c, one_hot_covariates(cov, cfg.covariate_sizes)], -1))
         terms["kl_z0"] = _masked_mean(
-            gaussian_kl(inf.z_mean, inf.z_log_var, prior_mean, prior_log_var), at_start)
-        terms["kl_zt"] = self._transition_term(inf, u, step, prior_mean, prior_log_var)
+            gaussian_kl(inf.z_mean, inf.z_log_var, prior_mean, prior_log_var), observed & (step == 0))
+        terms["kl_zt"] = self._transition_term(inf, u, step, observed & (step > 0),
+                                               batch.get("previous"), prior_mean, prior_log_var)
         terms.update(self._matching_terms(batch, inf, u))
-        lam = self.dynamics.causal_matrix(u)
+        lam = self.dynamics.causal_matrix(u[observed])
         terms["sparsity"] = lam.abs().sum((-2, -1)).mean()
         terms["residual"] = self.embedding.residual.pow(2).sum()
         terms["log_det"] = self.dynamics.log_abs_det(lam).mean()
@@ -155,14 +157,25 @@ class CiteVAEModule(nn.Module):
         return LossOutput(loss, terms)
 
     def _transition_term(self, inf: Inference, u: torch.Tensor, step: torch.Tensor,
+                         later: torch.Tensor, previous: torch.Tensor | None,
                          prior_mean: torch.Tensor, prior_log_var: torch.Tensor) -> torch.Tensor:
-        """E_q[log q(z_t | x) - log p(z_t | z_{t-1}, u)] for cells at t > 0, with z_{t-1} rolled
-        out from a draw of p(z_0 | c) of the same cell."""
-        later = step > 0
+        """E_q[log q(z_t | x) - log p(z_t | z_{t-1}, u)] for the ``later`` cells (t > 0).
+
+        z_{t-1} is rolled out from a draw of p(z_0 | c) of the same cell (unpaired data) or, where
+        ``previous`` gives the row of the cell's own earlier observation (paired data), from that
+        observation's posterior draw.
+        """
         if not bool(later.any()):
             return step.new_zeros((), dtype=inf.z.dtype)
-        z0 = reparameterize(prior_mean[later], prior_log_var[later])
-        z_prev = self.dynamics.rollout(z0, u[later], step[later] - 1, sample=True)
+        start = reparameterize(prior_mean[later], prior_log_var[later])
+        steps_left = step[later] - 1
+        if previous is not None and bool((previous[later] >= 0).any()):
+            row = previous[later]
+            paired = row >= 0
+            row = row.clamp_min(0)
+            start = torch.where(paired.unsqueeze(-1), inf.z[row], start)
+            steps_left = torch.where(paired, step[later] - step[row] - 1, steps_left)
+        z_prev = self.dynamics.rollout(start, u[later], steps_left, sample=True)
         log_q = Normal(inf.z_mean[later], (0.5 * inf.z_log_var[later]).exp()).log_prob(
             inf.z[later]).sum(-1)
         log_p = self.dynamics.log_prob(inf.z[later], z_prev, u[later])
@@ -182,7 +195,7 @@ class CiteVAEModule(nn.Module):
         group, role, step, cov = batch["group"], batch["role"], batch["step"], batch["covariates"]
         distance = mmd if self.config.distribution_distance == "mmd" else energy_distance
         terms: dict[str, list[torch.Tensor]] = {"distribution": [], "population": [], "invariance": []}
-        for g in torch.unique(group):
+        for g in torch.unique(group[group >= 0]):
             source = (group == g) & (role == ROLE_SOURCE)
             target = (group == g) & (role == ROLE_TARGET)
             if not bool(source.any()) or not bool(target.any()):

@@ -57,24 +57,30 @@ def fit(
                                          filename="best"))
     if progress_bar:
         callbacks.append(RichProgressBar(leave=False))
-    trainer = pl.Trainer(
-        max_epochs=config.max_epochs,
-        accelerator=accelerator,
-        devices=devices,
-        strategy=strategy,
-        num_nodes=num_nodes,
-        gradient_clip_val=config.gradient_clip,
-        callbacks=callbacks,
-        logger=False,
-        enable_checkpointing=checkpoint_dir is not None,
-        enable_progress_bar=progress_bar,
-        enable_model_summary=False,
-        deterministic=True,
-        use_distributed_sampler=False,
-        num_sanity_val_steps=0,
-        default_root_dir=checkpoint_dir,
-    )
-    trainer.fit(plan, datamodule=datamodule)
+    lightning_info = logging.getLogger("lightning.pytorch.utilities.rank_zero")
+    level = lightning_info.level
+    lightning_info.setLevel(logging.WARNING)  # hardware and advertising notices, not ours to print
+    try:
+        trainer = pl.Trainer(
+            max_epochs=config.max_epochs,
+            accelerator=accelerator,
+            devices=devices,
+            strategy=strategy,
+            num_nodes=num_nodes,
+            gradient_clip_val=config.gradient_clip,
+            callbacks=callbacks,
+            logger=False,
+            enable_checkpointing=checkpoint_dir is not None,
+            enable_progress_bar=progress_bar,
+            enable_model_summary=False,
+            deterministic=True,
+            use_distributed_sampler=False,
+            num_sanity_val_steps=0,
+            default_root_dir=checkpoint_dir,
+        )
+        trainer.fit(plan, datamodule=datamodule)
+    finally:
+        lightning_info.setLevel(level)
     if best.best_state is not None:
         module.load_state_dict(best.best_state)
     logger.info("trained %d epochs; best %s %.4f at epoch %d", trainer.current_epoch, monitor,
