@@ -28,12 +28,12 @@ def simulate(seed: int, n_regimes: int | None, individuals: int):
     adata = simulate_vector(n_latents=N_LATENTS, n_regimes=n_regimes,
                             n_individuals_per_regime=individuals, seed=seed)
     setup_anndata(adata, perturbation_key="perturbation", control="control", time_key="time",
-                  scale="continuous")
+                  lineage_key="individual", scale="continuous")
     return adata
 
 
 def citevae_mcc(adata, seed: int, epochs: int, **hparams) -> float:
-    model = CiteVAE(adata, n_programs=N_LATENTS, n_invariant=2, n_hidden=128, **hparams)
+    model = CiteVAE(adata, **{"n_programs": N_LATENTS, "n_invariant": 2, "n_hidden": 128, **hparams})
     model.train(max_epochs=epochs, seed=seed, progress_bar=False, early_stopping_patience=0)
     return mcc(adata.obsm["z_true"], model.get_latent(inplace=False)["z"])
 
