@@ -188,6 +188,8 @@ SUITE_TRAIN_OPTIONS: dict[str, dict] = {
     "k562_combinations": {"max_epochs": 70},
     "k562_unseen_singles": {"max_epochs": 60},
     "datlinger_context": {"max_epochs": 25},
+    "hsmm_interpolation": {"max_epochs": 800},
+    "hsmm_extrapolation": {"max_epochs": 800},
 }
 """Per-suite training options that keep the full benchmark (all suites, three seeds) under 30
 minutes on 2 CPU cores (others: TrainingConfig defaults, 100 epochs with early stopping). Measured

@@ -64,7 +64,7 @@ class CiteVAE:
             covariate_sizes=tuple(len(self.registry.covariate_categories[k])
                                   for k in self.registry.covariate_keys),
             likelihood="nb" if self.registry.scale == "counts" else "gaussian",
-            **hparams,
+            **{"stationary_control": self.registry.time_key is None, **hparams},
         )
         with torch.random.fork_rng():
             torch.manual_seed(seed)
@@ -137,10 +137,12 @@ class CiteVAE:
             seed: seed of the draws when ``sample`` is True (recorded in ``uns``), and of the
                 likelihood draws that estimate the "log1p" layer of count models otherwise
                 (default 0, so means are deterministic).
-            relative: add the model's predicted change of each cell (prediction under the
-                perturbation minus prediction under control at the same step, same draws) to the
-                cell's observed log1p-normalised profile, so the model's reconstruction error of
-                the control cell cancels; the output is then on the log1p scale.
+            relative: add the model's predicted change of each cell to the cell's observed
+                log1p-normalised profile, so the model's reconstruction error of the control cell
+                cancels; the output is then on the log1p scale. The change is the prediction
+                under the perturbation minus the prediction under control (same draws): at the
+                same step for endpoint data (stationary controls, MODEL.md R1), at the cell's own
+                step 0 for observed times (the change then includes the time course).
 
         Returns:
             AnnData (n_controls * n_perturbations * n_times, G), genes in training order, ``obs``
@@ -162,15 +164,18 @@ class CiteVAE:
             block = slice(start, start + PREDICT_BATCH)
             source = torch.as_tensor(rows.source[block])
             codes = targets[torch.as_tensor(rows.perturbation_index[block])]
-            runs = [codes, torch.zeros_like(codes)] if relative else [codes]
+            steps = torch.as_tensor(rows.steps[block])
+            runs = [(codes, steps)]
+            if relative:
+                reference_steps = steps if self.config.stationary_control else torch.zeros_like(steps)
+                runs.append((torch.zeros_like(codes), reference_steps))
             state = generator.get_state()
             results = []
-            for run in runs:
+            for run_codes, run_steps in runs:
                 generator.set_state(state)
                 results.append(self.module.predict(
-                    x[source], library[source], covariates[source], run,
-                    torch.as_tensor(rows.steps[block]), sample=sample, generator=generator,
-                    descriptors=descriptors, has_descriptor=has))
+                    x[source], library[source], covariates[source], run_codes, run_steps,
+                    sample=sample, generator=generator, descriptors=descriptors, has_descriptor=has))
             if relative:
                 observed = log1p_normalised(x[source].numpy(), self.registry.scale,
                                             self.config.library_scale)

@@ -202,6 +202,8 @@ class CiteVAEModule(nn.Module):
                 continue
             perturbed = bool(u[target].abs().sum() > 0)
             target_step = step[target][:1].expand(int(source.sum()))
+            if not perturbed and self.config.stationary_control and bool(target_step[0] == 0):
+                target_step = torch.full_like(target_step, self.config.n_steps)
             if perturbed or bool(target_step[0] > 0):
                 u_group = u[target][:1].expand(int(source.sum()), -1)
                 z_pred = self.dynamics.rollout(inf.z[source], u_group, target_step, sample=True)
@@ -238,7 +240,7 @@ class CiteVAEModule(nn.Module):
                 targets: torch.Tensor, steps: torch.Tensor, sample: bool = False,
                 generator: torch.Generator | None = None, descriptors: torch.Tensor | None = None,
                 has_descriptor: torch.Tensor | None = None,
-                n_draws: int = 16) -> dict[str, torch.Tensor]:
+                n_draws: int = 64) -> dict[str, torch.Tensor]:
         """Counterfactual expression of control cells under perturbations at latent steps.
 
         Encodes (c, z_0) of each control cell (B rows), embeds its row of ``targets`` (B, K'),

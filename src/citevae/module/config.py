@@ -52,6 +52,10 @@ class ModuleConfig:
     the rollouts of its controls (the mean-matching part of the distribution match). Tuned on
     PerturBench K562 held-out pairs: 5 -> 20 -> 50 moved Pearson delta 0.32 -> 0.77 -> 0.82."""
     distribution_distance: Literal["mmd", "energy"] = "energy"
+    stationary_control: bool = False
+    """Match rollouts of control cells under u = 0 over ``n_steps`` to the real control cells (the
+    control population does not change between t = 0 and t = T). The model turns it on for
+    endpoint data (no time key, MODEL.md R1), where nothing else constrains the control drift."""
     lambda_sparsity: float = 1e-3
     lambda_residual: float = 1e-2
     lambda_invariance: float = 1.0
