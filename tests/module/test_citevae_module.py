@@ -165,3 +165,28 @@ def test_config_refuses_bad_values() -> None:
         ModuleConfig.from_dict({"bogus": 1})
     config = ModuleConfig(covariate_sizes=(2, 3), n_programs=7)
     assert ModuleConfig.from_dict(config.to_dict()) == config
+
+
+def test_previous_rows_feed_only_the_transition_term() -> None:
+    from citevae.data import CiteDataModule, setup_anndata, split_combinations
+    from citevae.sim import simulate_counts
+
+    adata = simulate_counts(n_genes=30, n_targets=3, n_pairs=1, n_cells_per_condition=20,
+                            n_steps=2, paired=True, seed=0)
+    registry = setup_anndata(adata, "perturbation", "control", time_key="time",
+                             covariate_keys=["cell_type"], lineage_key="individual")
+    split = split_combinations(adata, seed=0, fraction=0.5)
+    data = CiteDataModule(adata, registry, split.mask("train"), None, n_steps=2,
+                          cells_per_group=8, groups_per_batch=2)
+    batch = next(b for b in data.train_dataloader() if (b["role"] == 2).any())
+    module = make_module(registry, "nb")
+    torch.manual_seed(3)
+    paired = module.loss(batch)
+    changed = dict(batch, x=torch.where((batch["role"] == 2).unsqueeze(-1), batch["x"] * 2, batch["x"]))
+    torch.manual_seed(3)
+    other = module.loss(changed)
+    assert torch.equal(paired.terms["reconstruction"], other.terms["reconstruction"])
+    assert not torch.equal(paired.terms["kl_zt"], other.terms["kl_zt"])
+    torch.manual_seed(3)
+    unpaired = module.loss(dict(batch, previous=torch.full_like(batch["previous"], -1)))
+    assert not torch.equal(paired.terms["kl_zt"], unpaired.terms["kl_zt"])

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -78,7 +79,9 @@ def fit(
             num_sanity_val_steps=0,
             default_root_dir=checkpoint_dir,
         )
-        trainer.fit(plan, datamodule=datamodule)
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=".*treespec.*", category=DeprecationWarning)
+            trainer.fit(plan, datamodule=datamodule)
     finally:
         lightning_info.setLevel(level)
     if best.best_state is not None:
