@@ -1,6 +1,13 @@
 """Ground-truth simulators: AnnData with known latents, mechanisms and causal graph (MODEL.md §8)."""
 
 from citevae.sim.counts import simulate_counts
+from citevae.sim.images import render, sample_causal3dident_latents, simulate_images
 from citevae.sim.vector import simulate_vector
 
-__all__ = ["simulate_counts", "simulate_vector"]
+__all__ = [
+    "render",
+    "sample_causal3dident_latents",
+    "simulate_counts",
+    "simulate_images",
+    "simulate_vector",
+]
