@@ -14,6 +14,7 @@ from scipy import sparse
 
 from citevae.data.time import TimeMapping, TimeMode
 from citevae.data.validate import (
+    ROW_CHUNK,
     Scale,
     check_anndata,
     check_expression,
@@ -222,7 +223,11 @@ class DataRegistry:
             sizes = check_obs_key(adata, self.library_size_key, "library size").to_numpy(float)
         else:
             matrix = expression_matrix(adata, self.layer)
-            sizes = np.asarray(matrix.sum(axis=1)).ravel()
+            # row chunks: a backed matrix (anndata ``backed="r"``) has no ``sum`` and must not
+            # be read whole
+            sizes = np.concatenate([
+                np.asarray(matrix[start : start + ROW_CHUNK].sum(axis=1)).ravel()
+                for start in range(0, matrix.shape[0], ROW_CHUNK)])
         if np.any(~np.isfinite(sizes)) or np.any(sizes <= 0):
             raise DataValidationError("library sizes must be positive and finite")
         return sizes.astype(np.float32)
