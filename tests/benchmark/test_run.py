@@ -13,7 +13,14 @@ from typer.testing import CliRunner
 
 from citevae.benchmark.run import CITEVAE
 from citevae.benchmark.suites import run_suite
-from citevae.benchmark.tables import TABLE_METRICS, markdown_table, summary_table, verdict, write_tables
+from citevae.benchmark.tables import (
+    TABLE_METRICS,
+    compact_table,
+    markdown_table,
+    summary_table,
+    verdict,
+    write_tables,
+)
 from citevae.cli import app
 
 METRICS = list(TABLE_METRICS)
@@ -55,6 +62,13 @@ def test_markdown_bolds_best_per_column_and_gives_verdict():
     assert "mse_top20_de (0.025 vs additive 0.035)" in line
     assert "not yet ahead on energy_distance (0.305 vs additive 0.205)" in line
     assert f"- {line}" in text
+
+
+def test_compact_table_one_row_per_method_with_bold_best():
+    lines = compact_table(_scores()).splitlines()
+    assert len(lines) == 2 + 3  # header, rule, one row per method
+    assert lines[2].startswith("| toy (combo_seen2) | CITE-VAE | **0.805 ± 0.007** |")
+    assert "**0.205 ± 0.007**" in next(line for line in lines if "| additive |" in line)
 
 
 def test_all_group_and_single_seed(tmp_path):

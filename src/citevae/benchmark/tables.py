@@ -157,3 +157,22 @@ def write_tables(scores: pd.DataFrame, out_dir: str | Path,
     md.write_text(markdown_table(scores, metrics), encoding="utf-8")
     summary_table(scores, metrics).to_csv(csv, index=False)
     return md, csv
+
+
+def compact_table(scores: pd.DataFrame, metrics: Sequence[str] = ("pearson_delta", *VERDICT_METRICS),
+                  digits: int = 3) -> str:
+    """One markdown table for a README: per suite its pooled group ("all" when it has several)
+    and every method, mean ± std over seeds, best per suite and column in bold."""
+    summary = summary_table(scores, metrics)
+    pooled = summary.groupby("suite")["group"].transform(lambda g: (g == ALL_GROUPS).any())
+    summary = summary[~pooled | (summary["group"] == ALL_GROUPS)]
+    header = "| suite (held-out group) | method | " + " | ".join(
+        f"{m} {'↓' if m in LOWER_IS_BETTER else '↑'}" for m in metrics) + " |"
+    lines = [header, "|---|---|" + "---:|" * len(metrics)]
+    for (suite, group), rows in summary.groupby(["suite", "group"], sort=False):
+        best = {m: _best(rows[f"{m}_mean"], m) for m in metrics}
+        for first, (_, row) in enumerate(rows.iterrows()):
+            label = f"{suite} ({group})" if first == 0 else ""
+            cells = [_cell(row[f"{m}_mean"], row[f"{m}_std"], best[m], digits) for m in metrics]
+            lines.append(f"| {label} | {_display(row['method'])} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
