@@ -190,3 +190,17 @@ def test_previous_rows_feed_only_the_transition_term() -> None:
     torch.manual_seed(3)
     unpaired = module.loss(dict(batch, previous=torch.full_like(batch["previous"], -1)))
     assert not torch.equal(paired.terms["kl_zt"], unpaired.terms["kl_zt"])
+
+
+def test_expected_log1p_of_negative_binomial_matches_draws() -> None:
+    config = ModuleConfig(n_genes=5, n_targets=1, descriptor_dim=1, likelihood="nb")
+    module = CiteVAEModule(config, torch.zeros(1, 1), torch.ones(1, dtype=torch.bool))
+    with torch.no_grad():
+        module.log_dispersion.copy_(torch.log(torch.tensor([0.5, 1.0, 5.0, 20.0, 100.0])))
+        mean = torch.tensor([[0.03, 0.5, 3.0, 20.0, 150.0]]).repeat(2, 1)
+        library = torch.tensor([60.0, 2000.0])
+        expected = module.expected_log1p(mean, library)
+        generator = torch.Generator().manual_seed(0)
+        draws = torch.stack([torch.log1p(module._draw(mean, generator) / library[:, None] * 1e4)
+                             for _ in range(4000)]).mean(0)
+    torch.testing.assert_close(expected, draws, atol=0.05, rtol=0.02)
