@@ -80,7 +80,7 @@ def fit(
             default_root_dir=checkpoint_dir,
         )
         with warnings.catch_warnings():
-            warnings.filterwarnings("ignore", message=".*treespec.*", category=DeprecationWarning)
+            warnings.filterwarnings("ignore", message=".*treespec.*")
             trainer.fit(plan, datamodule=datamodule)
     finally:
         lightning_info.setLevel(level)
