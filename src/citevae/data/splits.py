@@ -142,7 +142,8 @@ def split_simulation(
     ("combo_seen2"). Unseen genes are chosen among targets perturbed alone.
     """
     _check_fraction("unseen_fraction", unseen_fraction)
-    registry, units, rng = get_registry(adata), condition_units(adata, get_registry(adata)), _rng(seed)
+    registry = get_registry(adata)
+    units, rng = condition_units(adata, registry), _rng(seed)
     singles = sorted(c for c in set(units.condition) if _n_targets(registry, c) == 1)
     n_unseen = round(unseen_fraction * len(singles))
     unseen = {str(g) for g in rng.choice(singles, size=n_unseen, replace=False)} if n_unseen else set()
