@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 import time
 from collections.abc import Sequence
 
@@ -14,8 +13,6 @@ from citevae.benchmark.evaluate import Evaluation, prepare_evaluation
 from citevae.data.registry import DataRegistry
 from citevae.data.splits import Split, condition_units
 from citevae.model.citevae import CiteVAE
-
-logger = logging.getLogger(__name__)
 
 CITEVAE = "citevae"
 
