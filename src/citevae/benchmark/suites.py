@@ -19,7 +19,6 @@ Suites (held-out test groups in brackets):
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import NamedTuple
@@ -31,8 +30,6 @@ from anndata import AnnData
 from citevae.data.registry import setup_anndata
 from citevae.data.splits import Split, split_combinations, split_context, split_simulation, split_time
 from citevae.errors import CiteVAEError, DataValidationError, format_names
-
-logger = logging.getLogger(__name__)
 
 PERTURBENCH_FILE = "norman2019_mcfaline2023_perturbench_devel.h5ad"
 DATLINGER_FILE = "datlinger2021_jurkat.h5ad"
