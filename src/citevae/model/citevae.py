@@ -20,7 +20,7 @@ from citevae.data.validate import check_anndata
 from citevae.errors import CiteVAEError, VocabularyError, format_names
 from citevae.model import io
 from citevae.model.prediction import build_prediction_rows, predictions_to_anndata
-from citevae.model.tensors import cell_tensors
+from citevae.model.tensors import cell_tensors, iter_cell_tensors
 from citevae.module.citevae import CiteVAEModule
 from citevae.module.config import ModuleConfig
 from citevae.train.plan import TrainingConfig
@@ -227,13 +227,11 @@ class CiteVAE:
         """
         self._check_trained()
         adata = self.adata if adata is None else adata
-        x, library, covariates = cell_tensors(self.registry, adata)
         c_parts, z_parts = [], []
         self.module.eval()
         with torch.no_grad():
-            for start in range(0, len(x), PREDICT_BATCH):
-                block = slice(start, start + PREDICT_BATCH)
-                inf = self.module.inference(x[block], library[block], covariates[block], sample=False)
+            for x, library, covariates in iter_cell_tensors(self.registry, adata, PREDICT_BATCH):
+                inf = self.module.inference(x, library, covariates, sample=False)
                 c_parts.append(inf.c_mean.numpy())
                 z_parts.append(inf.z_mean.numpy())
         latent = {"c": np.concatenate(c_parts), "z": np.concatenate(z_parts)}

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import numpy as np
 import pandas as pd
 import torch
@@ -33,3 +35,11 @@ def cell_tensors(registry: DataRegistry, adata: AnnData) -> tuple[torch.Tensor, 
             raise VocabularyError(f"covariate {key!r} has unseen value(s) {format_names(unknown)}")
         codes[:, j] = pd.Categorical(values, categories=categories).codes
     return torch.from_numpy(x), torch.as_tensor(library, dtype=torch.float32), torch.from_numpy(codes)
+
+
+def iter_cell_tensors(registry: DataRegistry, adata: AnnData, batch_size: int
+                      ) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+    """``cell_tensors`` of consecutive blocks of ``batch_size`` cells, so that only one block of a
+    large (or backed) AnnData is in memory at a time."""
+    for start in range(0, adata.n_obs, batch_size):
+        yield cell_tensors(registry, adata[start : start + batch_size])

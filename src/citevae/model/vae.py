@@ -9,10 +9,13 @@ from anndata import AnnData
 from citevae._settings import set_num_threads
 from citevae.data.batching import CiteDataModule
 from citevae.data.registry import get_registry
-from citevae.model.tensors import cell_tensors
+from citevae.model.tensors import iter_cell_tensors
 from citevae.module.vae import PlainVAEModule
 from citevae.train.plan import TrainingConfig
 from citevae.train.trainer import TrainingResult, fit
+
+BATCH = 2048
+"""Cells per forward pass when encoding."""
 
 
 class PlainVAE:
@@ -52,7 +55,8 @@ class PlainVAE:
 
     def get_latent(self, adata: AnnData | None = None) -> np.ndarray:
         """Posterior means (N, n_latent) of the cells of ``adata`` (default: the training data)."""
-        x, library, covariates = cell_tensors(self.registry, self.adata if adata is None else adata)
+        cells = self.adata if adata is None else adata
         with torch.no_grad():
-            mean, _, _ = self.module.inference(x, library, covariates, sample=False)
-        return mean.numpy()
+            means = [self.module.inference(x, library, covariates, sample=False)[0].numpy()
+                     for x, library, covariates in iter_cell_tensors(self.registry, cells, BATCH)]
+        return np.concatenate(means)
