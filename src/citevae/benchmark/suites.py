@@ -182,7 +182,6 @@ SUITES: dict[str, SuiteLoader] = {
 """Benchmark suites by name."""
 
 SUITE_TRAIN_OPTIONS: dict[str, dict] = {
-    "k562_combinations": {"max_epochs": 70},
     "k562_unseen_singles": {"max_epochs": 60},
     "datlinger_context": {"max_epochs": 25},
     "hsmm_interpolation": {"max_epochs": 800},
