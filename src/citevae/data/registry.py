@@ -329,7 +329,8 @@ def setup_anndata(
     _check_controls_per_context(adata, registry)
     if lineage_key is not None:
         registry.previous_observations(adata, time_mapping.step_of(adata.obs[time_key]))
-    registry.library_sizes(adata)
+    if library_size_key is not None:  # row sums were checked by check_expression already
+        registry.library_sizes(adata)
     logger.info(
         "registered %d cells x %d genes; expression scale: %s (%s); %d targets, %d conditions",
         adata.n_obs, adata.n_vars, detected, "declared" if scale != "auto" else "detected",
