@@ -8,6 +8,7 @@ import torch
 
 from citevae.data import CiteDataModule, setup_anndata
 from citevae.module import CiteVAEModule, ModuleConfig
+from citevae.module.citevae import _lineage_spread
 from citevae.sim import simulate_counts
 
 SMALL = {"n_genes": 50, "n_targets": 4, "n_pairs": 2, "n_cells_per_condition": 40, "n_steps": 2}
@@ -204,3 +205,15 @@ def test_expected_log1p_of_negative_binomial_matches_draws() -> None:
         draws = torch.stack([torch.log1p(module._draw(mean, generator) / library[:, None] * 1e4)
                              for _ in range(4000)]).mean(0)
     torch.testing.assert_close(expected, draws, atol=0.05, rtol=0.02)
+
+
+def test_lineage_spread_is_zero_for_a_shared_state_and_about_one_for_unrelated_ones() -> None:
+    torch.manual_seed(0)
+    c = torch.randn(2000, 3)
+    previous = torch.cat([torch.full((1000,), -1), torch.arange(1000)])
+    shared = torch.cat([c[:1000], c[:1000]])
+    assert float(_lineage_spread(shared, previous)) == 0.0
+    assert abs(float(_lineage_spread(c, previous)) - 1.0) < 0.1
+    assert float(_lineage_spread(c, torch.full((2000,), -1))) == 0.0
+    assert float(_lineage_spread(5 * c, previous)) == pytest.approx(float(_lineage_spread(c, previous)),
+                                                                    rel=1e-4)

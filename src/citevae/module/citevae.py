@@ -142,6 +142,7 @@ class CiteVAEModule(nn.Module):
         terms["kl_zt"] = self._transition_term(inf, u, step, observed & (step > 0),
                                                batch.get("previous"), prior_mean, prior_log_var)
         terms.update(self._matching_terms(batch, inf, u))
+        terms["lineage"] = _lineage_spread(inf.c_mean, batch.get("previous"))
         lam = self.dynamics.causal_matrix(u[observed])
         terms["sparsity"] = lam.abs().sum((-2, -1)).mean()
         terms["residual"] = self.embedding.residual.pow(2).sum()
@@ -151,6 +152,7 @@ class CiteVAEModule(nn.Module):
             + kl_weight * (cfg.beta_c * kl_c + cfg.beta_0 * terms["kl_z0"] + cfg.beta_z * terms["kl_zt"])
             + match_weight * (cfg.alpha * terms["distribution"] + cfg.gamma * terms["population"]
                               + cfg.lambda_invariance * terms["invariance"])
+            + cfg.lambda_lineage * terms["lineage"]
             + cfg.lambda_sparsity * terms["sparsity"]
             + cfg.lambda_residual * terms["residual"]
         )
@@ -307,6 +309,18 @@ def _nb_pmf(mean: torch.Tensor, theta: torch.Tensor, max_count: int) -> torch.Te
     k = torch.arange(max_count, dtype=mean.dtype, device=mean.device).view(-1, 1, 1)
     ratios = (k + theta) / (k + 1) * success
     return first * torch.cat([torch.ones_like(first).unsqueeze(0), torch.cumprod(ratios, 0)])
+
+
+def _lineage_spread(c_mean: torch.Tensor, previous: torch.Tensor | None) -> torch.Tensor:
+    """How much the invariant state moves along lineages (paired data), scale-free: the mean of
+    ||c_i - c_prev(i)||^2 over cells with a previous observation in the batch, divided by twice the
+    total variance of c over the batch. 0 when c is constant along lineages, about 1 when the two
+    observations are unrelated; 0 without paired rows."""
+    if previous is None or not bool((previous >= 0).any()):
+        return c_mean.new_zeros(())
+    later = previous >= 0
+    moved = (c_mean[later] - c_mean[previous[later]]).pow(2).sum(-1).mean()
+    return moved / (2 * c_mean.var(0).sum() + 1e-6)
 
 
 def _masked_mean(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:

@@ -56,6 +56,10 @@ class ModuleConfig:
     """Match rollouts of control cells under u = 0 over ``n_steps`` to the real control cells (the
     control population does not change between t = 0 and t = T). The model turns it on for
     endpoint data (no time key, MODEL.md R1), where nothing else constrains the control drift."""
+    lambda_lineage: float = 10.0
+    """Weight of the spread of c along lineages (paired data only): c is the invariant state, so
+    two observations of one individual share it. Without it, on the vector simulator, c took over
+    the time-varying signal and z collapsed to its prior (KL ~ 0) once beta was 1."""
     lambda_sparsity: float = 1e-3
     lambda_residual: float = 1e-2
     lambda_invariance: float = 1.0
