@@ -59,7 +59,7 @@ def test_loss_is_finite_with_gradients_everywhere(counts_data, likelihood, optio
     out = module.loss(batch)
     assert out.loss.ndim == 0 and torch.isfinite(out.loss)
     expected = {"reconstruction", "kl_c", "kl_z0", "kl_zt", "distribution", "population", "invariance",
-                "sparsity", "residual", "log_det"}
+                "lineage", "sparsity", "residual", "log_det"}
     assert set(out.terms) == expected
     assert all(torch.isfinite(v) for v in out.terms.values())
     assert out.terms["log_det"] == 0.0
