@@ -10,7 +10,7 @@ import numpy as np
 import torch
 
 from citevae.errors import CiteVAEError, TrainingDivergedError
-from citevae.module.citevae import CiteVAEModule
+from citevae.module.citevae import CiteVAEModule, LossOutput
 from citevae.train.checkpoints import IDENTITY_KEY
 
 
@@ -65,8 +65,8 @@ class TrainingPlan(pl.LightningModule):
     compare like with like), plus every loss term. Each training batch reseeds torch from (seed,
     epoch, batch) and each validation pass from (seed, epoch), so a run resumed from a checkpoint
     draws the same noise as an uninterrupted one. A NaN or
-    infinite training loss stops training with ``TrainingDivergedError`` before the optimiser
-    step, so the weights, the best weights and the last checkpoint stay finite.
+    infinite loss stops training with ``TrainingDivergedError`` before the optimiser step or the
+    epoch's checkpoint, so the best weights and the last checkpoint stay finite.
     """
 
     def __init__(self, module: CiteVAEModule, config: TrainingConfig,
@@ -85,16 +85,27 @@ class TrainingPlan(pl.LightningModule):
         match = 1.0 if self.current_epoch >= cfg.match_start_epoch else 0.0
         return kl, match
 
-    def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
-        kl, match = self.weights()
-        out = self.module.loss(batch, kl_weight=kl, match_weight=match)
+    def _finite_loss(self, stage: str, batch: dict[str, torch.Tensor], batch_idx: int,
+                     kl: float, match: float) -> LossOutput:
+        """The module's loss; TrainingDivergedError if it, or a distribution's parameter, is NaN
+        or infinite (torch.distributions raises ValueError on such parameters)."""
+        where = f"{stage} loss at epoch {self.current_epoch}, batch {batch_idx}"
+        fix = "lower learning_rate or gradient_clip, or check the data for extreme values"
+        try:
+            out = self.module.loss(batch, kl_weight=kl, match_weight=match)
+        except ValueError as err:
+            if "invalid values" not in str(err):
+                raise
+            raise TrainingDivergedError(f"the {where} is not finite (a likelihood parameter is "
+                                        f"NaN or infinite); {fix}") from None
         if not torch.isfinite(out.loss):
             bad = [name for name, value in out.terms.items() if not torch.isfinite(value).all()]
-            raise TrainingDivergedError(
-                f"the training loss became {float(out.loss)} at epoch {self.current_epoch}, batch "
-                f"{batch_idx} (non-finite terms: {', '.join(bad) or 'none'}); lower learning_rate "
-                "or gradient_clip, or check the data for extreme values"
-            )
+            raise TrainingDivergedError(f"the {where} is {float(out.loss)} (non-finite terms: "
+                                        f"{', '.join(bad) or 'none'}); {fix}")
+        return out
+
+    def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        out = self._finite_loss("training", batch, batch_idx, *self.weights())
         self._log("train", out.loss, out.terms, batch)
         return out.loss
 
@@ -108,7 +119,7 @@ class TrainingPlan(pl.LightningModule):
         checkpoint[IDENTITY_KEY] = self.identity
 
     def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
-        out = self.module.loss(batch, kl_weight=1.0, match_weight=1.0)
+        out = self._finite_loss("validation", batch, batch_idx, 1.0, 1.0)
         self._log("val", out.loss, out.terms, batch)
 
     def _log(self, stage: str, loss: torch.Tensor, terms: dict[str, torch.Tensor],
