@@ -8,10 +8,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import lightning.pytorch as pl
+import torch
 from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint, RichProgressBar
 
 from citevae.errors import CheckpointError, TrainingDivergedError
-from citevae.module.citevae import CiteVAEModule
 from citevae.train.callbacks import BestWeights, History
 from citevae.train.checkpoints import (
     CHECKPOINT_FILE,
@@ -52,7 +52,7 @@ def data_identity(datamodule: pl.LightningDataModule) -> dict:
 
 
 def fit(
-    module: CiteVAEModule,
+    module: torch.nn.Module,
     datamodule: pl.LightningDataModule,
     config: TrainingConfig,
     accelerator: str = "cpu",
@@ -63,7 +63,8 @@ def fit(
     progress_bar: bool = True,
     resume: bool = False,
 ) -> TrainingResult:
-    """Train ``module`` on ``datamodule`` and load the best weights (by validation loss) into it.
+    """Train ``module`` (a CiteVAEModule or PlainVAEModule) on ``datamodule``; load the best weights
+    (by validation loss) into it.
 
     Multi-process training comes from Lightning (``strategy="ddp"``, ``devices``, ``num_nodes``);
     the batch sampler shards condition groups across ranks itself, so Lightning's distributed
@@ -73,7 +74,8 @@ def fit(
     stops training: the best weights so far are kept and ``TrainingResult.diverged`` says why
     (``TrainingDivergedError`` if no epoch had finished).
     """
-    identity = run_identity(module.config.to_dict(), config.to_dict(), data_identity(datamodule))
+    settings = module.config.to_dict() if hasattr(module, "config") else {"module": type(module).__name__}
+    identity = run_identity(settings, config.to_dict(), data_identity(datamodule))
     ckpt_path = None
     if resume:
         if checkpoint_dir is None:
