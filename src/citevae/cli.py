@@ -1,13 +1,13 @@
 """Command line: ``citevae demo | simulate | train | predict | benchmark`` (typer, rich output).
 
 Bad input (citevae errors, missing or unreadable files) ends with one red ``error: ...`` line on
-stderr and exit status 1, without a traceback. Input files are only read, never written.
+stderr and exit status 1, without a traceback. Input files are only read, never written; every
+output file is written under a temporary name and renamed, so it is complete or absent.
 """
 
 from __future__ import annotations
 
 import functools
-import os
 from collections.abc import Callable
 from enum import StrEnum
 from pathlib import Path
@@ -82,13 +82,12 @@ def _write_h5ad(adata, out: Path, inputs: tuple[Path, ...] = ()) -> None:
     for src in inputs:
         if src.exists() and out.exists() and out.resolve() == src.resolve():
             raise CLIError(f"--out {out} is an input file; choose another output path")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    partial = out.with_name(f".{out.name}.partial")
+    from citevae._atomic import atomic_path
+
     try:
-        adata.write_h5ad(partial)
-        os.replace(partial, out)
+        with atomic_path(out) as temp:
+            adata.write_h5ad(temp)
     except Exception as err:
-        partial.unlink(missing_ok=True)
         raise CLIError(f"cannot write {out}: {type(err).__name__}: {err}") from None
 
 
@@ -207,24 +206,47 @@ def train(
     max_epochs: Annotated[int, typer.Option("--max-epochs", min=1, help="Training epochs.")] = 100,
     seed: Annotated[int, typer.Option("--seed", help="Training seed.")] = 0,
     n_programs: Annotated[int, typer.Option("--n-programs", min=1, help="Latent programs.")] = 16,
-    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing --out.")] = False,
+    overwrite: Annotated[bool, typer.Option(
+        "--overwrite", help="Replace an existing --out and start over from epoch 0.")] = False,
+    resume: Annotated[bool, typer.Option("--resume", help=(
+        "Continue an interrupted run (same data and options) from its last checkpoint."))] = False,
+    checkpoint_dir: Annotated[Path | None, typer.Option("--checkpoint-dir", help=(
+        "Folder of the checkpoint written after every epoch (default: OUT.checkpoints)."))] = None,
     progress: Annotated[bool, typer.Option("--progress/--no-progress", help="Progress bar.")] = True,
     threads: ThreadsOption = None,
 ) -> None:
-    """Fit CiteVAE to an h5ad file and save the model directory."""
+    """Fit CiteVAE to an h5ad file and save the model directory.
+
+    A checkpoint is replaced after every epoch; after a crash or kill, the same command with
+    --resume finishes the run with the result of an uninterrupted one.
+    """
     from citevae.model import CiteVAE
+    from citevae.train.checkpoints import CHECKPOINT_FILE
 
     _threads(threads)
-    if out.exists() and not overwrite:
+    if resume and overwrite:
+        raise CLIError("--resume and --overwrite contradict each other; pass one of them")
+    if out.exists() and not (overwrite or resume):
         raise CLIError(f"{out} exists; pass --overwrite to replace it")
+    checkpoints = checkpoint_dir or out.with_name(f"{out.name}.checkpoints")
+    stale = checkpoints / CHECKPOINT_FILE
+    if stale.exists() and not resume:
+        if not overwrite:
+            raise CLIError(f"{stale} holds the checkpoint of an earlier run; pass --resume to "
+                           "continue it or --overwrite to start over")
+        stale.unlink()
     adata = _read_h5ad(data)
     CiteVAE.setup_anndata(adata, perturbation_key=perturbation_key, control=control,
                           time_key=time_key, covariate_keys=list(covariate_key or ()), layer=layer,
                           scale=scale.value)
     model = CiteVAE(adata, n_programs=n_programs)
     console.print(f"training {model!r} on {adata.n_obs} cells")
-    result = model.train(max_epochs=max_epochs, seed=seed, progress_bar=progress, num_threads=threads)
-    path = model.save(out, overwrite=overwrite)
+    result = model.train(max_epochs=max_epochs, seed=seed, progress_bar=progress, num_threads=threads,
+                         checkpoint_dir=checkpoints, resume=resume)
+    if result.diverged:
+        err_console.print(Text(f"warning: training stopped: {result.diverged}", style="yellow"),
+                          soft_wrap=True, highlight=False)
+    path = model.save(out, overwrite=overwrite or resume)
     console.print(f"trained {result.epochs_run} epoch(s), best validation loss "
                   f"{result.best_score:.4g} at epoch {result.best_epoch}; saved to {path}")
 
@@ -343,6 +365,7 @@ def benchmark(
     from rich.markdown import Markdown
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
+    from citevae._atomic import atomic_path
     from citevae.benchmark.suites import SUITES, run_suite
     from citevae.benchmark.tables import markdown_table, write_tables
 
@@ -378,7 +401,8 @@ def benchmark(
                 bar.update(task, description=f"{name} seed {seed}")
                 frames.append(run_suite(name, data_dir, [seed], epochs=epochs, on_seed=done))
     scores = pd.concat(frames, ignore_index=True)
-    scores.to_csv(out / "scores.csv", index=False)
+    with atomic_path(out / "scores.csv") as temp:
+        scores.to_csv(temp, index=False)
     md, csv = write_tables(scores, out)
     console.print(Markdown(markdown_table(scores)))
     report = _benchmark_report(out, scores, extras)

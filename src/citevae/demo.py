@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from citevae._atomic import atomic_path
 from citevae._settings import set_num_threads
 from citevae.benchmark import run_split
 from citevae.data import setup_anndata, split_combinations
@@ -70,7 +71,10 @@ def run_demo(
         out = Path(out_dir)
         out.mkdir(parents=True, exist_ok=True)
         extras["model"].save(out / "model", overwrite=True)
-        extras["predictions"]["citevae"].write_h5ad(out / "predictions.h5ad")
-        table.to_csv(out / "metrics.csv")
-        scores.to_csv(out / "metrics_per_pair.csv", index=False)
+        with atomic_path(out / "predictions.h5ad") as temp:
+            extras["predictions"]["citevae"].write_h5ad(temp)
+        with atomic_path(out / "metrics.csv") as temp:
+            table.to_csv(temp)
+        with atomic_path(out / "metrics_per_pair.csv") as temp:
+            scores.to_csv(temp, index=False)
     return table

@@ -21,6 +21,14 @@ class ModelFileError(CiteVAEError):
     """A saved model directory is missing, corrupt, or from an incompatible version."""
 
 
+class CheckpointError(CiteVAEError):
+    """A training checkpoint is missing, unreadable, or belongs to another run."""
+
+
+class TrainingDivergedError(CiteVAEError):
+    """The training loss became NaN or infinite."""
+
+
 def format_names(names, limit: int = 10) -> str:
     """Quote up to ``limit`` names for an error message, saying how many more there are."""
     names = list(names)

@@ -7,6 +7,8 @@ import anndata as ad
 import numpy as np
 import pandas as pd
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from scipy import sparse
 
 from citevae.data import get_registry, setup_anndata
@@ -295,3 +297,76 @@ def test_failed_setup_keeps_previous_registry(adata):
         _setup(adata, control="nope")
     assert adata.uns[UNS_KEY] == stored
     assert get_registry(adata) == registry
+
+
+# ---------------------------------------------------------------- property test
+
+
+def _expected_check(x: np.ndarray, scale: str) -> tuple[str, str | None]:
+    """(scale, None) if ``check_expression`` must accept ``x``; (scale, message part) if not."""
+    if not np.isfinite(x).all():
+        return scale, "NaN or infinite"
+    if (x < 0).any() and scale != "continuous":
+        return scale, "negative value"
+    integer = bool(np.all(x == np.round(x)))
+    if scale == "auto":
+        scale = "counts" if integer and x.max() > 1 else "log1p"
+    if scale == "counts" and not integer:
+        return scale, "non-integer values"
+    if scale == "counts" and (x.sum(axis=1) == 0).any():
+        return scale, "zero total counts"
+    if scale == "log1p" and x.max() > 30:
+        return scale, "too large for log1p"
+    return scale, None
+
+
+@settings(max_examples=150, deadline=None, derandomize=True)
+@given(
+    data=st.data(),
+    shape=st.tuples(st.integers(1, 6), st.integers(1, 5)),
+    storage=st.sampled_from(["float32", "float64", "float16", "int64", "csr", "csc"]),
+    scale=st.sampled_from(["auto", "counts", "log1p", "continuous"]),
+    flaw=st.sampled_from([None, np.nan, np.inf, -2.0, 0.5, "zero_row"]),
+)
+def test_check_expression_accepts_or_names_the_problem(data, shape, storage, scale, flaw):
+    """Any small matrix, stored any way, is either accepted with the right scale and row totals or
+    refused with a DataValidationError naming the problem; the matrix is never changed."""
+    values = data.draw(st.lists(st.integers(0, 50), min_size=shape[0] * shape[1],
+                                max_size=shape[0] * shape[1]))
+    x = np.asarray(values, dtype=np.float64).reshape(shape)
+    row = data.draw(st.integers(0, shape[0] - 1))
+    if flaw == "zero_row":
+        x[row] = 0
+    elif flaw is not None and not (storage == "int64" and not float(flaw).is_integer()):
+        x[row, 0] = flaw
+    if storage == "int64" and not np.isfinite(x).all():
+        x[~np.isfinite(x)] = 1
+    stored = {"csr": sparse.csr_matrix, "csc": sparse.csc_matrix}.get(storage, lambda m: m)(
+        x.astype(storage if storage not in ("csr", "csc") else np.float32))
+    x = np.asarray(stored.toarray() if sparse.issparse(stored) else stored, dtype=np.float64)
+    adata = ad.AnnData(stored)
+    expected_scale, problem = _expected_check(x, scale)
+    if problem is not None:
+        with pytest.raises(DataValidationError, match=problem):
+            check_expression(adata, None, scale)
+    else:
+        found, totals = check_expression(adata, None, scale)
+        assert found == expected_scale
+        np.testing.assert_allclose(totals, x.sum(axis=1))
+    after = adata.X.toarray() if sparse.issparse(adata.X) else np.asarray(adata.X)
+    np.testing.assert_array_equal(after.astype(np.float64), x)
+
+
+@settings(max_examples=60, deadline=None, derandomize=True)
+@given(names=st.lists(st.sampled_from(["a", "b", "c", "d", "e", "f"]), min_size=1, max_size=6),
+       axis=st.sampled_from(["obs", "var"]))
+def test_check_anndata_refuses_exactly_the_duplicated_names(names, axis):
+    n = len(names)
+    adata = ad.AnnData(np.ones((n, n), dtype=np.float32))
+    setattr(adata, f"{axis}_names", names)
+    duplicated = sorted({name for name in names if names.count(name) > 1})
+    if duplicated:
+        with pytest.raises(DataValidationError, match=f"{len(duplicated)} .* occur more than once"):
+            check_anndata(adata)
+    else:
+        assert check_anndata(adata) is adata

@@ -83,7 +83,7 @@ def test_ranks_shard_the_same_steps_as_one_process(runs):
 
 def test_only_rank_zero_writes(runs):
     out = runs[2]
-    assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["best.ckpt", "last.ckpt"]
+    assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["last.ckpt"]
     assert sorted(p.name for p in (out / "model").iterdir()) == ["model.json",
                                                                 "model.safetensors"]
     written = sorted(p.name for p in out.iterdir())

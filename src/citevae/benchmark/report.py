@@ -13,7 +13,6 @@ import base64
 import html
 import io
 import json
-import os
 import re
 import shutil
 import struct
@@ -26,6 +25,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from citevae._atomic import write_bytes
 from citevae.benchmark import plots
 from citevae.benchmark.run import summarise
 from citevae.errors import CiteVAEError
@@ -70,21 +70,6 @@ class _Figure:
     name: str
     caption: str
     png: bytes
-
-
-def _atomic_write(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` via a temporary file in the same folder and ``os.replace``."""
-    handle, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(handle, "wb") as out:
-            out.write(data)
-            out.flush()
-            os.fsync(out.fileno())
-        os.chmod(temp, 0o644)  # mkstemp creates 0600; the report is meant to be shared
-        os.replace(temp, path)
-    except BaseException:
-        Path(temp).unlink(missing_ok=True)
-        raise
 
 
 def _png(fig) -> bytes:
@@ -238,7 +223,7 @@ def write_report(out_dir: str | Path, scores: pd.DataFrame, extras_by_run: dict[
 
     sections = []
     for figure in figures:
-        _atomic_write(figure_dir / f"{figure.name}.png", figure.png)
+        write_bytes(figure_dir / f"{figure.name}.png", figure.png)
         data = base64.b64encode(figure.png).decode("ascii")
         sections.append(
             f'<figure id="{figure.name}"><img data-figure="{figure.name}" alt="{figure.name}" '
@@ -263,7 +248,7 @@ def write_report(out_dir: str | Path, scores: pd.DataFrame, extras_by_run: dict[
         '<pre id="render-check" hidden data-total="-1" data-rendered="-1"></pre>',
         "</body></html>", ""])
     path = out_dir / "report.html"
-    _atomic_write(path, document.encode("utf-8"))
+    write_bytes(path, document.encode("utf-8"))
     return path
 
 

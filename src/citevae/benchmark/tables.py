@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from citevae._atomic import atomic_path, write_text
 from citevae.benchmark.run import CITEVAE
 from citevae.errors import CiteVAEError
 
@@ -154,8 +155,9 @@ def write_tables(scores: pd.DataFrame, out_dir: str | Path,
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     md, csv = out_dir / "table.md", out_dir / "table.csv"
-    md.write_text(markdown_table(scores, metrics), encoding="utf-8")
-    summary_table(scores, metrics).to_csv(csv, index=False)
+    write_text(md, markdown_table(scores, metrics))
+    with atomic_path(csv) as temp:
+        summary_table(scores, metrics).to_csv(temp, index=False)
     return md, csv
 
 

@@ -65,7 +65,10 @@ def coexpression_loadings(adata: AnnData, registry: DataRegistry, cells: np.ndar
     singular values / sqrt(n_cells), i.e. each gene's correlation-like weight on each component.
     """
     if len(cells) < 2:
-        raise DataValidationError("co-expression descriptors need at least 2 control cells")
+        raise DataValidationError(
+            f"gene descriptors (co-expression over control cells) need at least 2 control cells, "
+            f"got {len(cells)}; add control cells (at the first time point, with a time key)"
+        )
     matrix = expression_matrix(adata, registry.layer)
     blocks = [log1p_normalised(b, registry.scale) for _, b in iter_row_chunks(matrix[np.sort(cells)])]
     data = np.concatenate(blocks)

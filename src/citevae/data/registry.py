@@ -228,8 +228,16 @@ class DataRegistry:
             sizes = np.concatenate([
                 np.asarray(matrix[start : start + ROW_CHUNK].sum(axis=1)).ravel()
                 for start in range(0, matrix.shape[0], ROW_CHUNK)])
-        if np.any(~np.isfinite(sizes)) or np.any(sizes <= 0):
-            raise DataValidationError("library sizes must be positive and finite")
+        bad = np.flatnonzero(~np.isfinite(sizes) | (sizes <= 0))
+        if bad.size:
+            source = (f"adata.obs[{self.library_size_key!r}]" if self.library_size_key is not None
+                      else "total counts")
+            raise DataValidationError(
+                f"{bad.size} cell(s) have a library size ({source}) that is zero, negative, NaN "
+                f"or infinite, e.g. {format_names(adata.obs_names[bad].tolist(), 5)}; library "
+                "sizes must be positive and finite (filter empty cells with "
+                "sc.pp.filter_cells(adata, min_counts=1))"
+            )
         return sizes.astype(np.float32)
 
 

@@ -18,6 +18,7 @@ import numpy as np
 import pandas as pd
 from anndata import AnnData
 
+from citevae._atomic import write_text
 from citevae.data.registry import DataRegistry, get_registry
 from citevae.errors import DataValidationError, SplitLeakageError, format_names
 
@@ -108,9 +109,7 @@ class Split:
 
     def save(self, path: str | Path) -> Path:
         """Write the split as JSON to ``path``."""
-        path = Path(path)
-        path.write_text(json.dumps(self.to_dict()))
-        return path
+        return write_text(path, json.dumps(self.to_dict()))
 
     @classmethod
     def load(cls, path: str | Path, adata: AnnData | None = None) -> Split:

@@ -87,7 +87,15 @@ class TimeMapping:
         values = list(pd.Series(values).to_numpy())
         if self.mode == "linear":
             numbers = _as_numbers(values, "time")
-            return self._linear_steps(numbers).astype(np.int64)
+            steps = self._linear_steps(numbers)
+            beyond = sorted({float(v) for v, s in zip(numbers, steps, strict=True) if s > MAX_STEPS})
+            if beyond:
+                raise VocabularyError(
+                    f"time label(s) {format_names(beyond)} lie more than {MAX_STEPS} latent steps "
+                    f"(one step = {self.unit:g}) after the origin {self.origin:g}; the model "
+                    "cannot roll out that far; use labels closer to the observed times"
+                )
+            return steps.astype(np.int64)
         lookup = dict(zip(self.labels, self.steps, strict=True))
         unknown = sorted({v for v in values if v not in lookup}, key=str)
         if unknown:

@@ -92,12 +92,15 @@ class CiteVAE:
               accelerator: str = "cpu", devices: int | str = 1, strategy: str = "auto",
               num_nodes: int = 1, checkpoint_dir: str | Path | None = None,
               progress_bar: bool = True, num_threads: int | None = None,
-              **training: object) -> TrainingResult:
+              resume: bool = False, **training: object) -> TrainingResult:
         """Fit the model (Lightning) on the training cells.
 
         Cells come from ``split`` ("train"/"val" sets) or the masks; by default a seeded 10% of
         the cells of each condition is held out for validation. ``training`` holds fields of
-        ``TrainingConfig`` (learning_rate, seed, kl_warmup_epochs, ...).
+        ``TrainingConfig`` (learning_rate, seed, kl_warmup_epochs, ...). With ``checkpoint_dir``
+        a checkpoint is written there after every epoch; ``resume=True`` continues an interrupted
+        run from it (same data, split and settings) and ends with the weights of an
+        uninterrupted run.
         """
         set_num_threads(num_threads)
         config = TrainingConfig(**{**training, **({"max_epochs": max_epochs} if max_epochs else {})})
@@ -114,7 +117,7 @@ class CiteVAE:
                                     groups_per_batch=config.groups_per_batch, seed=config.seed)
         self.module.train()
         self.training_result = fit(self.module, datamodule, config, accelerator, devices,
-                                   strategy, num_nodes, checkpoint_dir, progress_bar)
+                                   strategy, num_nodes, checkpoint_dir, progress_bar, resume)
         self.module.eval()
         self.module.cpu()
         self.training_config = config

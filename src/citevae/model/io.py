@@ -8,9 +8,6 @@ unpickles anything.
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -20,6 +17,7 @@ from anndata import AnnData
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
+from citevae._atomic import atomic_directory
 from citevae.data.descriptors import GeneDescriptors
 from citevae.data.registry import DataRegistry
 from citevae.errors import ModelFileError
@@ -53,21 +51,9 @@ def save_model(model: CiteVAE, path: str | Path, overwrite: bool = False) -> Pat
     }
     tensors = {k: v.detach().cpu().contiguous() for k, v in model.module.state_dict().items()}
     tensors[DESCRIPTOR_KEY] = torch.from_numpy(np.ascontiguousarray(d.values))
-    path.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
-    try:
+    with atomic_directory(path, overwrite=overwrite) as staging:
         save_file(tensors, str(staging / WEIGHTS_FILE))
         (staging / METADATA_FILE).write_text(json.dumps(metadata, indent=1))
-        if path.exists():
-            retired = path.with_name(f".{path.name}.old")
-            os.replace(path, retired)
-            os.replace(staging, path)
-            shutil.rmtree(retired)
-        else:
-            os.replace(staging, path)
-    finally:
-        if staging.exists():
-            shutil.rmtree(staging)
     return path
 
 

@@ -10,16 +10,18 @@ import torch
 from anndata import AnnData
 
 from citevae.data.registry import DataRegistry
-from citevae.data.validate import expression_matrix, iter_row_chunks
+from citevae.data.validate import check_expression, expression_matrix, iter_row_chunks
 from citevae.errors import CiteVAEError, VocabularyError, format_names
 
 
 def cell_tensors(registry: DataRegistry, adata: AnnData) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Expression (N, G) float32 on the data scale, library sizes (N,) and covariate codes (N, C).
 
-    The cells must have the registered genes (in order) and covariate columns with known values.
+    The cells must have the registered genes (in order), values valid on the registered scale
+    (``check_expression``) and covariate columns with known values.
     """
     registry.check_genes(adata)
+    check_expression(adata, registry.layer, registry.scale)
     matrix = expression_matrix(adata, registry.layer)
     x = np.concatenate([block for _, block in iter_row_chunks(matrix)]).astype(np.float32)
     library = registry.library_sizes(adata)

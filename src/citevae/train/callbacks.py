@@ -1,4 +1,7 @@
-"""Lightning callbacks: keep the best weights in memory and record the loss history."""
+"""Lightning callbacks: keep the best weights in memory and record the loss history.
+
+Both save their state in Lightning checkpoints, so a resumed run ends as an uninterrupted one.
+"""
 
 from __future__ import annotations
 
@@ -33,6 +36,15 @@ class BestWeights(pl.Callback):
             self.best_score, self.best_epoch = score, trainer.current_epoch
             self.best_state = copy.deepcopy(pl_module.module.state_dict())
 
+    def state_dict(self) -> dict:
+        return {"best_score": self.best_score, "best_epoch": self.best_epoch,
+                "best_state": self.best_state}
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        self.best_score = float(state_dict["best_score"])
+        self.best_epoch = int(state_dict["best_epoch"])
+        self.best_state = state_dict["best_state"]
+
 
 class History(pl.Callback):
     """Records the epoch means of every logged metric: ``rows`` is a list of dicts."""
@@ -44,3 +56,9 @@ class History(pl.Callback):
         row = {"epoch": float(trainer.current_epoch)}
         row.update({k: float(v) for k, v in trainer.callback_metrics.items() if v.numel() == 1})
         self.rows.append(row)
+
+    def state_dict(self) -> dict:
+        return {"rows": self.rows}
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        self.rows = [dict(row) for row in state_dict["rows"]]

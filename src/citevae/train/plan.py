@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, fields
+from typing import Any
 
 import lightning.pytorch as pl
+import numpy as np
 import torch
 
-from citevae.errors import CiteVAEError
-from citevae.module.citevae import CiteVAEModule
+from citevae.errors import CiteVAEError, TrainingDivergedError
+from citevae.module.citevae import CiteVAEModule, LossOutput
+from citevae.train.checkpoints import IDENTITY_KEY
 
 
 @dataclass
@@ -46,17 +49,32 @@ class TrainingConfig:
         return cls(**{k: v for k, v in data.items() if k in known})
 
 
+VALIDATION_STREAM = 2**31 - 1
+"""Stands for the batch index in the seed of an epoch's validation draws."""
+
+
+def step_seed(seed: int, epoch: int, batch: int) -> int:
+    """Seed of torch's random draws (latent noise, dropout) in one batch of a run."""
+    return int(np.random.SeedSequence([seed, epoch, batch]).generate_state(1)[0])
+
+
 class TrainingPlan(pl.LightningModule):
     """Trains a ``CiteVAEModule`` with AdamW, a KL warm-up and a delayed distribution match.
 
     Logs ``train_loss`` and ``val_loss`` (validation always with full weights, so checkpoints
-    compare like with like), plus every loss term.
+    compare like with like), plus every loss term. Each training batch reseeds torch from (seed,
+    epoch, batch) and each validation pass from (seed, epoch), so a run resumed from a checkpoint
+    draws the same noise as an uninterrupted one. A NaN or
+    infinite loss stops training with ``TrainingDivergedError`` before the optimiser step or the
+    epoch's checkpoint, so the best weights and the last checkpoint stay finite.
     """
 
-    def __init__(self, module: CiteVAEModule, config: TrainingConfig) -> None:
+    def __init__(self, module: CiteVAEModule, config: TrainingConfig,
+                 identity: dict | None = None) -> None:
         super().__init__()
         self.module = module
         self.config = config
+        self.identity = identity or {}
 
     def weights(self) -> tuple[float, float]:
         """(kl_weight, match_weight) at the current epoch and step."""
@@ -67,14 +85,41 @@ class TrainingPlan(pl.LightningModule):
         match = 1.0 if self.current_epoch >= cfg.match_start_epoch else 0.0
         return kl, match
 
+    def _finite_loss(self, stage: str, batch: dict[str, torch.Tensor], batch_idx: int,
+                     kl: float, match: float) -> LossOutput:
+        """The module's loss; TrainingDivergedError if it, or a distribution's parameter, is NaN
+        or infinite (torch.distributions raises ValueError on such parameters)."""
+        where = f"{stage} loss at epoch {self.current_epoch}, batch {batch_idx}"
+        fix = "lower learning_rate or gradient_clip, or check the data for extreme values"
+        try:
+            out = self.module.loss(batch, kl_weight=kl, match_weight=match)
+        except ValueError as err:
+            if "invalid values" not in str(err):
+                raise
+            raise TrainingDivergedError(f"the {where} is not finite (a likelihood parameter is "
+                                        f"NaN or infinite); {fix}") from None
+        if not torch.isfinite(out.loss):
+            bad = [name for name, value in out.terms.items() if not torch.isfinite(value).all()]
+            raise TrainingDivergedError(f"the {where} is {float(out.loss)} (non-finite terms: "
+                                        f"{', '.join(bad) or 'none'}); {fix}")
+        return out
+
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
-        kl, match = self.weights()
-        out = self.module.loss(batch, kl_weight=kl, match_weight=match)
+        out = self._finite_loss("training", batch, batch_idx, *self.weights())
         self._log("train", out.loss, out.terms, batch)
         return out.loss
 
+    def on_train_batch_start(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
+        torch.manual_seed(step_seed(self.config.seed, self.current_epoch, batch_idx))
+
+    def on_validation_epoch_start(self) -> None:
+        torch.manual_seed(step_seed(self.config.seed, self.current_epoch, VALIDATION_STREAM))
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        checkpoint[IDENTITY_KEY] = self.identity
+
     def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
-        out = self.module.loss(batch, kl_weight=1.0, match_weight=1.0)
+        out = self._finite_loss("validation", batch, batch_idx, 1.0, 1.0)
         self._log("val", out.loss, out.terms, batch)
 
     def _log(self, stage: str, loss: torch.Tensor, terms: dict[str, torch.Tensor],
