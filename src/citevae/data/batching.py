@@ -215,6 +215,8 @@ class CiteDataModule(pl.LightningDataModule):
         cells_per_group / groups_per_batch: batch layout (see ``ConditionBatchSampler``).
         seed: seed of the batch order.
         num_workers: DataLoader worker processes (0: batches are built in the main process).
+        encoded: ``registry.encode(adata, n_steps)`` if the caller has it already (encoding
+            computes library sizes, one pass over the matrix).
     """
 
     def __init__(
@@ -228,10 +230,11 @@ class CiteDataModule(pl.LightningDataModule):
         groups_per_batch: int = 4,
         seed: int = 0,
         num_workers: int = 0,
+        encoded: EncodedCells | None = None,
     ) -> None:
         super().__init__()
         self.registry = registry
-        self.encoded = registry.encode(adata, n_steps=n_steps)
+        self.encoded = registry.encode(adata, n_steps=n_steps) if encoded is None else encoded
         self.train_cells = np.flatnonzero(train_mask)
         self.val_cells = np.flatnonzero(val_mask) if val_mask is not None else np.zeros(0, int)
         matrix = expression_matrix(adata, registry.layer)
