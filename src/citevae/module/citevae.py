@@ -8,7 +8,6 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 from torch.distributions import NegativeBinomial, Normal
-from torch.nn import functional as F
 
 from citevae.module.causal import CausalDynamics
 from citevae.module.config import ModuleConfig
@@ -269,13 +268,14 @@ class CiteVAEModule(nn.Module):
         """log p(x | mean) - ``_log_normaliser(x)``, summed over genes, (B,); with the normaliser it
         equals ``likelihood(mean).log_prob(x).sum(-1)``.
 
-        NB: theta log(theta / (theta + mean)) + x log(mean / (theta + mean)) (logits as in
-        ``likelihood``); Gaussian: -(x - mean)^2 / (2 sigma^2).
+        NB with logits l = log(mean + 1e-8) - log(theta), r = e^l: theta logsigmoid(-l) +
+        x logsigmoid(l) = x log(r) - (theta + x) log1p(r) (one log and one log1p per entry);
+        Gaussian: -(x - mean)^2 / (2 sigma^2).
         """
         if self.config.likelihood == "nb":
             theta = self.log_dispersion.exp()
-            logits = torch.log(mean + 1e-8) - torch.log(theta)
-            return (theta * F.logsigmoid(-logits) + x * F.logsigmoid(logits)).sum(-1)
+            ratio = (mean + 1e-8) / theta
+            return (x * torch.log(ratio) - (theta + x) * torch.log1p(ratio)).sum(-1)
         return -((x - mean) / self.log_dispersion.exp()).pow(2).sum(-1) / 2
 
     # prediction ----------------------------------------------------------------------------
