@@ -93,3 +93,16 @@ def test_log1p_normalised() -> None:
     np.testing.assert_allclose(log1p_normalised(counts, "counts", 4.0),
                                np.log1p([[1.0, 3.0], [0.0, 4.0]]))
     assert log1p_normalised(counts, "log1p") is counts
+
+
+def test_coexpression_loadings_equal_the_svd_of_standardised_cells(data) -> None:
+    adata, registry, controls = data
+    loadings = coexpression_loadings(adata, registry, controls, n_components=6).to_numpy()
+    x = log1p_normalised(np.asarray(adata.X[np.sort(controls)].toarray(), float), registry.scale)
+    std = x.std(axis=0)
+    z = (x - x.mean(axis=0)) / np.where(std > 0, std, 1.0)
+    _, singular, vt = np.linalg.svd(z, full_matrices=False)
+    expected = vt[:6].T * singular[:6] / np.sqrt(len(controls))
+    np.testing.assert_allclose(np.abs(loadings), np.abs(expected), atol=1e-5)  # up to each sign
+    largest = np.abs(loadings).argmax(axis=0)
+    assert (loadings[largest, np.arange(6)] > 0).all()

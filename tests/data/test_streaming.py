@@ -87,3 +87,14 @@ def test_train_and_predict_from_backed(h5ad_path):
     assert prediction.n_obs == 8 and prediction.n_vars == adata.n_vars
     assert np.isfinite(np.asarray(prediction.X)).all()
     adata.file.close()
+
+
+def test_latents_of_a_backed_view(h5ad_path):
+    adata = _backed(h5ad_path)
+    model = CiteVAE(adata, n_programs=3, n_hidden=32, seed=0)
+    model.is_trained = True  # the encoders' output, trained or not, is what is compared
+    rows = np.arange(3, adata.n_obs, 7)
+    from_view = model.get_latent(adata[rows], inplace=False)
+    whole = model.get_latent(adata, inplace=False)
+    np.testing.assert_allclose(from_view["z"], whole["z"][rows], rtol=1e-5, atol=1e-6)
+    adata.file.close()

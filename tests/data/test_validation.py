@@ -195,8 +195,10 @@ def test_nan_or_infinite_values(adata, refuses, value, kind):
     refuses(adata, DataValidationError, r"NaN or infinite value.*cell 'cell6', gene 'g3'", _setup, adata)
 
 
-def test_negative_values(adata, refuses):
+@pytest.mark.parametrize("kind", ["dense", "csr"])
+def test_negative_values(adata, refuses, kind):
     adata.X[8, 1] = -0.5
+    adata.X = sparse.csr_matrix(adata.X) if kind == "csr" else adata.X
     refuses(adata, DataValidationError, r"1 negative value\(s\), first at cell 'cell8', gene 'g1'",
             _setup, adata)
 

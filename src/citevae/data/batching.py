@@ -75,7 +75,8 @@ class ConditionBatchSampler(Sampler):
     pairs each chunk with as many random controls of its context, shuffles the chunks and packs
     ``groups_per_batch`` per batch. With ``world_size`` > 1 each rank takes every
     ``world_size``-th batch of the same permutation, truncated to equal counts, so ranks step
-    together (DDP).
+    together (DDP). A batch's controls are drawn with the seed of its index in the permutation,
+    so every batch is the same whichever rank builds it and however many ranks there are.
     """
 
     def __init__(
@@ -115,11 +116,12 @@ class ConditionBatchSampler(Sampler):
             chunks = [chunks[i] for i in rng.permutation(len(chunks))]
         return chunks
 
-    def _batches(self) -> list[list[tuple[int, np.ndarray]]]:
+    def _batches(self) -> list[tuple[int, list[tuple[int, np.ndarray]]]]:
+        """This rank's batches with their index in the epoch's permutation of batches."""
         rng = np.random.default_rng([self.seed, self.epoch])
         chunks = self._chunks(rng)
-        batches = [chunks[i : i + self.groups_per_batch]
-                   for i in range(0, len(chunks), self.groups_per_batch)]
+        batches = list(enumerate(chunks[i : i + self.groups_per_batch]
+                                 for i in range(0, len(chunks), self.groups_per_batch)))
         per_rank = len(batches) // self.world_size if self.world_size > 1 else len(batches)
         return batches[self.rank :: self.world_size][:per_rank]
 
@@ -129,8 +131,8 @@ class ConditionBatchSampler(Sampler):
         return n_batches // self.world_size if self.world_size > 1 else n_batches
 
     def __iter__(self) -> Iterator[dict[str, np.ndarray]]:
-        rng = np.random.default_rng([self.seed, self.epoch, self.rank, 1])
-        for batch in self._batches():
+        for number, batch in self._batches():
+            rng = np.random.default_rng([self.seed, self.epoch, number, 1])
             index, group, role = [], [], []
             for slot, (g, cells) in enumerate(batch):
                 pool = self.groups[g].controls
@@ -215,6 +217,8 @@ class CiteDataModule(pl.LightningDataModule):
         cells_per_group / groups_per_batch: batch layout (see ``ConditionBatchSampler``).
         seed: seed of the batch order.
         num_workers: DataLoader worker processes (0: batches are built in the main process).
+        encoded: ``registry.encode(adata, n_steps)`` if the caller has it already (encoding
+            computes library sizes, one pass over the matrix).
     """
 
     def __init__(
@@ -228,10 +232,11 @@ class CiteDataModule(pl.LightningDataModule):
         groups_per_batch: int = 4,
         seed: int = 0,
         num_workers: int = 0,
+        encoded: EncodedCells | None = None,
     ) -> None:
         super().__init__()
         self.registry = registry
-        self.encoded = registry.encode(adata, n_steps=n_steps)
+        self.encoded = registry.encode(adata, n_steps=n_steps) if encoded is None else encoded
         self.train_cells = np.flatnonzero(train_mask)
         self.val_cells = np.flatnonzero(val_mask) if val_mask is not None else np.zeros(0, int)
         matrix = expression_matrix(adata, registry.layer)

@@ -19,7 +19,7 @@ import pandas as pd
 from anndata import AnnData
 
 from citevae.data.registry import DataRegistry
-from citevae.data.validate import expression_matrix, iter_row_chunks
+from citevae.data.validate import ROW_CHUNK, expression_matrix, iter_row_chunks
 from citevae.errors import DataValidationError
 
 
@@ -63,6 +63,9 @@ def coexpression_loadings(adata: AnnData, registry: DataRegistry, cells: np.ndar
 
     Genes are standardised over the cells; loadings are right singular vectors scaled by the
     singular values / sqrt(n_cells), i.e. each gene's correlation-like weight on each component.
+    They come from the eigendecomposition of the genes' correlation matrix, accumulated over
+    blocks of ``ROW_CHUNK`` cells (memory: genes x genes, whatever the number of cells); each
+    component's sign makes its largest loading positive.
     """
     if len(cells) < 2:
         raise DataValidationError(
@@ -70,13 +73,26 @@ def coexpression_loadings(adata: AnnData, registry: DataRegistry, cells: np.ndar
             f"got {len(cells)}; add control cells (at the first time point, with a time key)"
         )
     matrix = expression_matrix(adata, registry.layer)
-    blocks = [log1p_normalised(b, registry.scale) for _, b in iter_row_chunks(matrix[np.sort(cells)])]
-    data = np.concatenate(blocks)
-    std = data.std(axis=0)
-    data = (data - data.mean(axis=0)) / np.where(std > 0, std, 1.0)
-    k = min(n_components, min(data.shape) - 1)
-    _, singular, vt = np.linalg.svd(data, full_matrices=False)
-    loadings = (vt[:k].T * singular[:k]) / np.sqrt(len(cells))
+    cells = np.sort(cells)
+    n_genes = adata.n_vars
+    total, gram = np.zeros(n_genes), np.zeros((n_genes, n_genes))
+    for start in range(0, len(cells), ROW_CHUNK):
+        for _, block in iter_row_chunks(matrix[cells[start : start + ROW_CHUNK]]):
+            block = log1p_normalised(block, registry.scale)
+            total += block.sum(axis=0)
+            gram += block.T @ block
+    mean = total / len(cells)
+    covariance = gram / len(cells) - np.outer(mean, mean)
+    variance = np.diag(covariance).copy()
+    constant = variance <= 1e-10 * mean**2  # zero up to the rounding of E[x^2] - E[x]^2
+    covariance[constant, :] = covariance[:, constant] = 0.0
+    std = np.where(constant, 1.0, np.sqrt(np.abs(variance)))
+    eigenvalues, eigenvectors = np.linalg.eigh(covariance / np.outer(std, std))
+    order = np.argsort(eigenvalues)[::-1]
+    k = min(n_components, min(len(cells), n_genes) - 1)
+    vectors = eigenvectors[:, order[:k]]
+    vectors *= np.sign(vectors[np.abs(vectors).argmax(axis=0), np.arange(k)])
+    loadings = vectors * np.sqrt(np.clip(eigenvalues[order[:k]], 0.0, None))
     columns = [f"pc{i}" for i in range(k)]
     return pd.DataFrame(loadings.astype(np.float32), index=list(registry.var_names), columns=columns)
 

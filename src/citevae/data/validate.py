@@ -77,13 +77,35 @@ def expression_matrix(adata: AnnData, layer: str | None):
     return adata.layers[layer]
 
 
-def iter_row_chunks(matrix, chunk: int = ROW_CHUNK):
-    """Yield (start, dense float64 block) over rows of a dense, sparse or backed matrix."""
+def iter_row_blocks(matrix, chunk: int = ROW_CHUNK):
+    """Yield (start, block) over rows of a dense, sparse or backed matrix; sparse and backed
+    sparse blocks stay scipy sparse (CSR for row-sliced CSR), dense blocks stay numpy."""
     for start in range(0, matrix.shape[0], chunk):
         block = matrix[start : start + chunk]
-        if sparse.issparse(block) or hasattr(block, "to_memory"):
-            block = block.toarray() if sparse.issparse(block) else block.to_memory().toarray()
-        yield start, np.asarray(block, dtype=np.float64)
+        if not sparse.issparse(block) and hasattr(block, "to_memory"):
+            block = block.to_memory()
+        yield start, block if sparse.issparse(block) else np.asarray(block)
+
+
+def iter_row_chunks(matrix, chunk: int = ROW_CHUNK):
+    """Yield (start, dense float64 block) over rows of a dense, sparse or backed matrix."""
+    for start, block in iter_row_blocks(matrix, chunk):
+        yield start, np.asarray(block.toarray() if sparse.issparse(block) else block, dtype=np.float64)
+
+
+def _stored_values(block) -> np.ndarray:
+    """The values a check must see: the stored entries of a sparse block (its implicit zeros pass
+    every check), every entry of a dense one; flat."""
+    return block.data if sparse.issparse(block) else block.ravel()
+
+
+def _cell_and_gene(block, flat: int) -> tuple[int, int]:
+    """(row, column) in ``block`` of the ``flat``-th value of ``_stored_values(block)``."""
+    if sparse.issparse(block):
+        coo = block.tocoo()  # keeps the order of the stored entries
+        return int(coo.row[flat]), int(coo.col[flat])
+    row, col = np.unravel_index(flat, block.shape)
+    return int(row), int(col)
 
 
 def check_expression(
@@ -104,27 +126,30 @@ def check_expression(
         raise DataValidationError(f"{where} has non-numeric dtype {dtype}")
     totals = np.zeros(adata.n_obs)
     all_integer, maximum = True, 0.0
-    for start, block in iter_row_chunks(matrix):
-        bad = ~np.isfinite(block)
+    for start, block in iter_row_blocks(matrix):
+        values = _stored_values(block)
+        if values.dtype.kind != "f":
+            values = values.astype(np.float64)
+        bad = ~np.isfinite(values)
         if bad.any():
-            row, col = np.argwhere(bad)[0]
+            row, col = _cell_and_gene(block, int(np.argmax(bad)))
             raise DataValidationError(
                 f"{where} holds {int(bad.sum())} NaN or infinite value(s) in rows "
-                f"{start}..{start + len(block) - 1}, first at cell {adata.obs_names[start + row]!r}, "
-                f"gene {adata.var_names[col]!r}"
+                f"{start}..{start + block.shape[0] - 1}, first at cell "
+                f"{adata.obs_names[start + row]!r}, gene {adata.var_names[col]!r}"
             )
-        negative = block < 0
+        negative = values < 0
         if negative.any() and scale != "continuous":
-            row, col = np.argwhere(negative)[0]
+            row, col = _cell_and_gene(block, int(np.argmax(negative)))
             raise DataValidationError(
                 f"{where} holds {int(negative.sum())} negative value(s), first at cell "
                 f"{adata.obs_names[start + row]!r}, gene {adata.var_names[col]!r}; expression must "
                 "be raw counts or log1p-normalised values (both >= 0); declare "
                 "scale='continuous' for other real-valued features"
             )
-        all_integer = all_integer and bool(np.all(block == np.round(block)))
-        maximum = max(maximum, float(block.max(initial=0.0)))
-        totals[start : start + len(block)] = block.sum(axis=1)
+        all_integer = all_integer and bool(np.all(values == np.round(values)))
+        maximum = max(maximum, float(values.max(initial=0.0)))
+        totals[start : start + block.shape[0]] = np.asarray(block.sum(axis=1, dtype=np.float64)).ravel()
     if scale == "auto":
         scale = "counts" if all_integer and maximum > 1 else "log1p"
     if scale == "counts":

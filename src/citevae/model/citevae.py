@@ -14,7 +14,7 @@ from anndata import AnnData
 from citevae._settings import set_num_threads
 from citevae.data.batching import CiteDataModule
 from citevae.data.descriptors import GeneDescriptors, build_descriptors, log1p_normalised
-from citevae.data.registry import DataRegistry, get_registry, setup_anndata
+from citevae.data.registry import DataRegistry, EncodedCells, get_registry, setup_anndata
 from citevae.data.splits import Split
 from citevae.data.validate import check_anndata
 from citevae.errors import CiteVAEError, VocabularyError, format_names
@@ -52,6 +52,7 @@ class CiteVAE:
             raise CiteVAEError(f"unknown hyperparameter(s): {', '.join(unknown)}")
         self.adata = adata
         encoded = self.registry.encode(adata, n_steps=hparams.get("n_steps", 4))
+        self._encoded: EncodedCells | None = encoded  # reused by train(): encoding reads the matrix
         self.descriptors: GeneDescriptors = build_descriptors(
             adata, self.registry, np.flatnonzero(encoded.is_control & (encoded.steps == 0)),
             gene_features, n_descriptor_components)
@@ -114,7 +115,8 @@ class CiteVAE:
                                     None if val_mask is None else np.asarray(val_mask, bool),
                                     n_steps=self.config.n_steps,
                                     cells_per_group=config.cells_per_group,
-                                    groups_per_batch=config.groups_per_batch, seed=config.seed)
+                                    groups_per_batch=config.groups_per_batch, seed=config.seed,
+                                    encoded=self._encoded)
         self.module.train()
         self.training_result = fit(self.module, datamodule, config, accelerator, devices,
                                    strategy, num_nodes, checkpoint_dir, progress_bar, resume)

@@ -92,7 +92,7 @@ def load_model(cls: type[CiteVAE], path: str | Path, adata: AnnData | None = Non
         raise ModelFileError(f"{path} does not hold a consistent citevae model: {err}") from None
     model = cls.__new__(cls)
     model.registry, model.descriptors, model.module = registry, descriptors, module
-    model.adata = adata
+    model.adata, model._encoded = adata, None  # train() encodes the cells when it needs them
     model.training_result = None
     model.is_trained = bool(metadata.get("is_trained", False))
     training = metadata.get("training_config")

@@ -42,6 +42,9 @@ def cell_tensors(registry: DataRegistry, adata: AnnData) -> tuple[torch.Tensor, 
 def iter_cell_tensors(registry: DataRegistry, adata: AnnData, batch_size: int
                       ) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
     """``cell_tensors`` of consecutive blocks of ``batch_size`` cells, so that only one block of a
-    large (or backed) AnnData is in memory at a time."""
+    large (or backed) AnnData is in memory at a time. A view of a backed AnnData (which anndata
+    cannot view again) is read into memory first: its selected cells only."""
+    if adata.is_view and adata.isbacked:
+        adata = adata.to_memory()
     for start in range(0, adata.n_obs, batch_size):
         yield cell_tensors(registry, adata[start : start + batch_size])

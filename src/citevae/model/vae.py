@@ -39,8 +39,10 @@ class PlainVAE:
 
     def train(self, max_epochs: int = 100, train_mask: np.ndarray | None = None,
               val_mask: np.ndarray | None = None, progress_bar: bool = False,
-              num_threads: int | None = None, **training: object) -> TrainingResult:
-        """Fit with the same Lightning trainer and condition-grouped batches as CITE-VAE."""
+              num_threads: int | None = None, accelerator: str = "cpu", devices: int | str = 1,
+              strategy: str = "auto", num_nodes: int = 1, **training: object) -> TrainingResult:
+        """Fit with the same Lightning trainer and condition-grouped batches as CITE-VAE
+        (``devices``, ``strategy``, ``num_nodes``: as ``CiteVAE.train``)."""
         set_num_threads(num_threads)
         config = TrainingConfig(max_epochs=max_epochs, **training)
         if train_mask is None:
@@ -49,7 +51,8 @@ class PlainVAE:
         datamodule = CiteDataModule(self.adata, self.registry, train_mask, val_mask,
                                     cells_per_group=config.cells_per_group,
                                     groups_per_batch=config.groups_per_batch, seed=config.seed)
-        result = fit(self.module, datamodule, config, progress_bar=progress_bar)
+        result = fit(self.module, datamodule, config, accelerator, devices, strategy, num_nodes,
+                     progress_bar=progress_bar)
         self.module.eval()
         return result
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -95,10 +96,7 @@ class CiteVAEModule(nn.Module):
     def expression_mean(self, z: torch.Tensor, c: torch.Tensor, covariates: torch.Tensor,
                         library: torch.Tensor) -> torch.Tensor:
         """Mean expression (B, G) on the data scale: library * softmax(f) or f."""
-        out = self.decode_logits(z, c, covariates)
-        if self.config.likelihood == "nb":
-            return library.unsqueeze(-1) * torch.softmax(out, -1)
-        return out
+        return self._mean_of_logits(self.decode_logits(z, c, covariates), library)
 
     def expression_log1p(self, z: torch.Tensor, c: torch.Tensor,
                          covariates: torch.Tensor) -> torch.Tensor:
@@ -131,8 +129,10 @@ class CiteVAEModule(nn.Module):
         observed = batch["role"] != ROLE_PREVIOUS
         inf = self.inference(x, library, cov)
         u = self.embed(batch["targets"])
-        mean = self.expression_mean(inf.z, inf.c, cov, library)
-        reconstruction = _masked_mean(-self.likelihood(mean).log_prob(x).sum(-1), observed)
+        logits = self.decode_logits(inf.z, inf.c, cov)
+        normaliser = self._log_normaliser(x)
+        log_lik = normaliser + self._log_kernel(x, self._mean_of_logits(logits, library))
+        reconstruction = _masked_mean(-log_lik, observed)
         kl_c = _masked_mean(gaussian_kl(inf.c_mean, inf.c_log_var), observed)
         terms = {"reconstruction": reconstruction, "kl_c": kl_c}
         prior_mean, prior_log_var = self.z0_prior(torch.cat(
@@ -141,7 +141,7 @@ class CiteVAEModule(nn.Module):
             gaussian_kl(inf.z_mean, inf.z_log_var, prior_mean, prior_log_var), observed & (step == 0))
         terms["kl_zt"] = self._transition_term(inf, u, step, observed & (step > 0),
                                                batch.get("previous"), prior_mean, prior_log_var)
-        terms.update(self._matching_terms(batch, inf, u))
+        terms.update(self._matching_terms(batch, inf, u, logits.detach(), normaliser))
         terms["lineage"] = _lineage_spread(inf.c_mean, batch.get("previous"))
         lam = self.dynamics.causal_matrix(u[observed])
         terms["sparsity"] = lam.abs().sum((-2, -1)).mean()
@@ -183,40 +183,51 @@ class CiteVAEModule(nn.Module):
         log_p = self.dynamics.log_prob(inf.z[later], z_prev, u[later])
         return (log_q - log_p).mean()
 
-    def _matching_terms(self, batch: dict[str, torch.Tensor], inf: Inference,
-                        u: torch.Tensor) -> dict[str, torch.Tensor]:
+    def _matching_terms(self, batch: dict[str, torch.Tensor], inf: Inference, u: torch.Tensor,
+                        logits: torch.Tensor, normaliser: torch.Tensor) -> dict[str, torch.Tensor]:
         """Terms that tie rollouts of each group's controls to the group's real cells.
 
         - distribution: MMD / energy distance between decoded rollouts and the decoded posterior
-          of the real cells (log1p scale);
+          of the real cells (log1p scale; ``logits`` (B, G) are the batch's decoded posterior);
         - population: negative log-likelihood of the real cells' expression under the mean
-          expression of the rollouts (per cell, summed over genes, like the reconstruction);
+          expression of the rollouts (per cell, summed over genes, like the reconstruction, whose
+          per-cell ``normaliser`` (B,) it shares);
         - invariance: MMD between q(c) means of the group's perturbed and control cells.
-        Each is a mean over the groups it applies to.
+        Each is a mean over the groups it applies to. The controls of all groups are rolled out
+        and decoded together (one pass); only the distances are computed group by group.
         """
-        group, role, step, cov = batch["group"], batch["role"], batch["step"], batch["covariates"]
+        group, role, step = batch["group"], batch["role"], batch["step"]
         distance = mmd if self.config.distribution_distance == "mmd" else energy_distance
         terms: dict[str, list[torch.Tensor]] = {"distribution": [], "population": [], "invariance": []}
+        rolled: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []  # source, target, step
         for g in torch.unique(group[group >= 0]):
-            source = (group == g) & (role == ROLE_SOURCE)
-            target = (group == g) & (role == ROLE_TARGET)
-            if not bool(source.any()) or not bool(target.any()):
+            source = torch.nonzero((group == g) & (role == ROLE_SOURCE)).squeeze(-1)
+            target = torch.nonzero((group == g) & (role == ROLE_TARGET)).squeeze(-1)
+            if not len(source) or not len(target):
                 continue
             perturbed = bool(u[target].abs().sum() > 0)
-            target_step = step[target][:1].expand(int(source.sum()))
-            if not perturbed and self.config.stationary_control and bool(target_step[0] == 0):
+            target_step = step[target[0]]
+            if not perturbed and self.config.stationary_control and bool(target_step == 0):
                 target_step = torch.full_like(target_step, self.config.n_steps)
-            if perturbed or bool(target_step[0] > 0):
-                u_group = u[target][:1].expand(int(source.sum()), -1)
-                z_pred = self.dynamics.rollout(inf.z[source], u_group, target_step, sample=True)
-                logits = self.decode_logits(z_pred, inf.c[source], cov[source])
-                predicted = self._log1p_of_logits(logits)
-                observed = self.expression_log1p(inf.z[target], inf.c[target], cov[target]).detach()
-                terms["distribution"].append(distance(predicted, observed))
-                terms["population"].append(self._population_nll(logits, batch["x"][target],
-                                                                batch["library"][target]))
+            if perturbed or bool(target_step > 0):
+                rolled.append((source, target, target_step))
             if perturbed:
                 terms["invariance"].append(mmd(inf.c_mean[target], inf.c_mean[source]))
+        if rolled:
+            source = torch.cat([s for s, _, _ in rolled])
+            u_source = torch.cat([u[t[0]].expand(len(s), -1) for s, t, _ in rolled])
+            steps = torch.cat([n.expand(len(s)) for s, _, n in rolled])
+            z_pred = self.dynamics.rollout(inf.z[source], u_source, steps, sample=True)
+            all_logits = self.decode_logits(z_pred, inf.c[source], batch["covariates"][source])
+            all_predicted = self._log1p_of_logits(all_logits)
+            offset = 0
+            for source, target, _ in rolled:
+                rows = slice(offset, offset + len(source))
+                offset += len(source)
+                observed = self._log1p_of_logits(logits[target])
+                terms["distribution"].append(distance(all_predicted[rows], observed))
+                terms["population"].append(self._population_nll(
+                    all_logits[rows], batch["x"][target], batch["library"][target], normaliser[target]))
         zero = inf.z.new_zeros(())
         return {name: torch.stack(values).mean() if values else zero for name, values in terms.items()}
 
@@ -226,15 +237,48 @@ class CiteVAEModule(nn.Module):
             return torch.log1p(torch.softmax(logits, -1) * self.config.library_scale)
         return logits
 
-    def _population_nll(self, logits: torch.Tensor, x: torch.Tensor,
-                        library: torch.Tensor) -> torch.Tensor:
-        """-log p(x_i | population mean of the rollouts) averaged over real cells i."""
+    def _population_nll(self, logits: torch.Tensor, x: torch.Tensor, library: torch.Tensor,
+                        normaliser: torch.Tensor) -> torch.Tensor:
+        """-log p(x_i | population mean of the rollouts) averaged over real cells i; ``normaliser``
+        (cells,) is ``_log_normaliser(x)``."""
         if self.config.likelihood == "nb":
             proportions = torch.softmax(logits, -1).mean(0)
             mean = library.unsqueeze(-1) * proportions
         else:
             mean = logits.mean(0).expand_as(x)
-        return -self.likelihood(mean).log_prob(x).sum(-1).mean()
+        return -(normaliser + self._log_kernel(x, mean)).mean()
+
+    def _mean_of_logits(self, logits: torch.Tensor, library: torch.Tensor) -> torch.Tensor:
+        """Decoder output -> mean expression on the data scale (see ``expression_mean``)."""
+        if self.config.likelihood == "nb":
+            return library.unsqueeze(-1) * torch.softmax(logits, -1)
+        return logits
+
+    def _log_normaliser(self, x: torch.Tensor) -> torch.Tensor:
+        """The part of log p(x | mean) that does not depend on the mean, summed over genes, (B,).
+
+        NB: lgamma(x + theta) - lgamma(x + 1) - lgamma(theta); Gaussian: -log sigma - log(2 pi) / 2.
+        Computed once per batch and shared by the reconstruction and population terms (the
+        lgamma calls and their digamma gradients dominate a training step's time).
+        """
+        if self.config.likelihood == "nb":
+            theta = self.log_dispersion.exp()
+            return (torch.lgamma(x + theta) - torch.lgamma(x + 1.0)).sum(-1) - torch.lgamma(theta).sum()
+        return -(self.log_dispersion.sum() + 0.5 * math.log(2 * math.pi) * x.shape[-1]).expand(x.shape[0])
+
+    def _log_kernel(self, x: torch.Tensor, mean: torch.Tensor) -> torch.Tensor:
+        """log p(x | mean) - ``_log_normaliser(x)``, summed over genes, (B,); with the normaliser it
+        equals ``likelihood(mean).log_prob(x).sum(-1)``.
+
+        NB with logits l = log(mean + 1e-8) - log(theta), r = e^l: theta logsigmoid(-l) +
+        x logsigmoid(l) = x log(r) - (theta + x) log1p(r) (one log and one log1p per entry);
+        Gaussian: -(x - mean)^2 / (2 sigma^2).
+        """
+        if self.config.likelihood == "nb":
+            theta = self.log_dispersion.exp()
+            ratio = (mean + 1e-8) / theta
+            return (x * torch.log(ratio) - (theta + x) * torch.log1p(ratio)).sum(-1)
+        return -((x - mean) / self.log_dispersion.exp()).pow(2).sum(-1) / 2
 
     # prediction ----------------------------------------------------------------------------
     @torch.no_grad()

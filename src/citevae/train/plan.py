@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, fields
 from typing import Any
 
@@ -30,6 +31,9 @@ class TrainingConfig:
     """Epochs without a better validation loss before training stops (0: never stop early)."""
     cells_per_group: int = 128
     groups_per_batch: int = 4
+    accumulate_grad_batches: int = 1
+    """Batches whose gradients are summed into one optimiser step: one process with k batches
+    accumulated steps on the same cells as k DDP processes with one batch each."""
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -37,6 +41,8 @@ class TrainingConfig:
             raise CiteVAEError(f"max_epochs must be >= 1, got {self.max_epochs}")
         if self.learning_rate <= 0:
             raise CiteVAEError(f"learning_rate must be > 0, got {self.learning_rate}")
+        if self.accumulate_grad_batches < 1:
+            raise CiteVAEError(f"accumulate_grad_batches must be >= 1, got {self.accumulate_grad_batches}")
 
     def to_dict(self) -> dict:
         """JSON-ready dictionary."""
@@ -79,8 +85,9 @@ class TrainingPlan(pl.LightningModule):
     def weights(self) -> tuple[float, float]:
         """(kl_weight, match_weight) at the current epoch and step."""
         cfg = self.config
-        batches_per_epoch = max(int(self.trainer.num_training_batches), 1)
-        epochs_done = self.global_step / batches_per_epoch
+        steps_per_epoch = max(math.ceil(int(self.trainer.num_training_batches)
+                                        / self.trainer.accumulate_grad_batches), 1)
+        epochs_done = self.global_step / steps_per_epoch
         kl = min(1.0, epochs_done / cfg.kl_warmup_epochs) if cfg.kl_warmup_epochs > 0 else 1.0
         match = 1.0 if self.current_epoch >= cfg.match_start_epoch else 0.0
         return kl, match

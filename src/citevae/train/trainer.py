@@ -112,6 +112,7 @@ def fit(
             strategy=strategy,
             num_nodes=num_nodes,
             gradient_clip_val=config.gradient_clip,
+            accumulate_grad_batches=config.accumulate_grad_batches,
             callbacks=callbacks,
             logger=False,
             enable_checkpointing=checkpoint_dir is not None,
