@@ -38,6 +38,16 @@ def image_side(n_values: int, channels: int) -> int:
     return side
 
 
+def rows_to_images(x: torch.Tensor, side: int, channels: int) -> torch.Tensor:
+    """Flat rows (B, S * S * C) in (height, width, channel) order -> images (B, C, S, S)."""
+    return x.reshape(-1, side, side, channels).permute(0, 3, 1, 2)
+
+
+def images_to_rows(images: torch.Tensor) -> torch.Tensor:
+    """Images (B, C, S, S) -> flat rows (B, S * S * C) in (height, width, channel) order."""
+    return images.permute(0, 2, 3, 1).flatten(1)
+
+
 def _widths(side: int, channels: int) -> list[int]:
     """Output channels of the log2(side / 4) stride-2 layers: base width, doubled in the second half."""
     n = int(math.log2(side // 4))
@@ -60,8 +70,7 @@ class ConvEncoder(nn.Module):
         self.n_features = width * 16
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        image = x.reshape(-1, self.side, self.side, self.image_channels).permute(0, 3, 1, 2)
-        return self.net(image)
+        return self.net(rows_to_images(x, self.side, self.image_channels))
 
 
 class ConvGaussianHead(nn.Module):
@@ -102,7 +111,7 @@ class ConvDecoder(nn.Module):
                 self.net.append(nn.SiLU())
 
     def forward(self, latent: torch.Tensor) -> torch.Tensor:
-        return self.net(latent).permute(0, 2, 3, 1).flatten(1)
+        return images_to_rows(self.net(latent))
 
 
 def gaussian_encoders(architecture: Architecture, n_values: int, heads: Sequence[tuple[int, int]],
