@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from citevae.benchmark.images import (
+from citevae.benchmark.causal3dident import (
     METHODS,
     ImageBenchmarkConfig,
     decoder_of,

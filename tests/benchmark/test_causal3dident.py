@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from citevae.benchmark.images import (
+from citevae.benchmark.causal3dident import (
     METHODS,
     ImageBenchmarkConfig,
     decoder_of,
