@@ -83,9 +83,10 @@ def train_method(method: str, adata: AnnData, config: ImageBenchmarkConfig) -> C
         return model
     if method not in METHODS:
         raise CiteVAEError(f"unknown method {method!r}; choose from {METHODS}")
-    torch.manual_seed(config.seed)
-    model = PlainVAE(adata, n_latent=config.n_programs + config.n_invariant, beta=VAE_BETAS[method],
-                     **conv)
+    with torch.random.fork_rng():  # seeded weights without touching the caller's RNG state
+        torch.manual_seed(config.seed)
+        model = PlainVAE(adata, n_latent=config.n_programs + config.n_invariant,
+                         beta=VAE_BETAS[method], **conv)
     model.train(max_epochs=config.epochs, **training)
     return model
 
