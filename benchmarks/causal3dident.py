@@ -8,6 +8,7 @@ regression). Writes scores.csv, config.json, samples_seed<S>.png and traversals_
 under --out. The last line is ``MCC citevae=<mean> vae=<mean>``.
 
     python benchmarks/causal3dident.py [--seeds 0] [--epochs 25] [--individuals 500] [--size 32]
+        [--methods citevae vae ...] [--citevae JSON] [--out DIR]
 """
 
 from __future__ import annotations
@@ -40,6 +41,8 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=32, help="image side in pixels (spec: 64)")
     parser.add_argument("--channels", type=int, default=16, help="base width of the conv stacks")
     parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS)
+    parser.add_argument("--citevae", type=json.loads, default=None,
+                        help='JSON of CITE-VAE ModuleConfig fields, e.g. \'{"alpha": 0, "gamma": 0}\'')
     parser.add_argument("--out", type=Path, default=Path("results/causal3dident"))
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
@@ -49,6 +52,8 @@ def main() -> None:
         config = ImageBenchmarkConfig(n_individuals=args.individuals, n_test=args.test,
                                       n_steps=args.steps, image_size=args.size, epochs=args.epochs,
                                       conv_channels=args.channels, seed=seed)
+        if args.citevae is not None:
+            config = replace(config, citevae={**config.citevae, **args.citevae})
         run = run_image_benchmark(config, args.methods, log=lambda message: print(
             f"{message} ({time.perf_counter() - start:.0f} s)", flush=True))
         tables.append(run.scores)
