@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from citevae.errors import CiteVAEError
-from citevae.metrics import abs_correlation_matrix, mcc, r2_per_factor
+from citevae.metrics import abs_correlation_matrix, class_accuracy_heldout, mcc, r2_heldout, r2_per_factor
 
 
 def test_mcc_hand_computed_2x2():
@@ -103,3 +103,50 @@ def test_r2_errors():
         r2_per_factor(z, np.zeros((9, 2)))
     with pytest.raises(CiteVAEError, match="test_fraction"):
         r2_per_factor(z, np.zeros((10, 2)), test_fraction=1.5)
+
+
+def _split_factors(seed: int, n: int = 600) -> tuple[np.ndarray, np.ndarray]:
+    z = np.random.default_rng(seed).uniform(-1, 1, size=(n, 2))
+    return z[: n // 2], z[n // 2 :]
+
+
+def test_r2_heldout_nonlinear_decodable_vs_missing():
+    z_tr, z_te = _split_factors(0)
+    rng = np.random.default_rng(1)
+
+    def rep(z):  # factor 0 through a monotone nonlinearity, factor 1 absent
+        return np.column_stack([np.tanh(2 * z[:, 0]) ** 3, rng.normal(size=len(z))])
+
+    r2 = r2_heldout(rep(z_tr), z_tr, rep(z_te), z_te)
+    assert r2.shape == (2,)
+    assert r2[0] > 0.95 and r2[1] < 0.05
+    linear = r2_heldout(rep(z_tr), z_tr, rep(z_te), z_te, regressor="linear")
+    assert linear[0] < r2[0]  # the kernel ridge undoes the nonlinearity, the linear ridge cannot
+
+
+def test_r2_heldout_circular_factors_ignore_the_wrap():
+    z_tr, z_te = _split_factors(2)
+
+    def rep(z):  # an angle seen as a point on the circle: z = -1 and z = 1 look the same
+        return np.column_stack([np.cos(np.pi * z[:, 0]), np.sin(np.pi * z[:, 0]), z[:, 1]])
+
+    plain = r2_heldout(rep(z_tr), z_tr, rep(z_te), z_te)
+    wrapped = r2_heldout(rep(z_tr), z_tr, rep(z_te), z_te, circular=np.array([True, False]))
+    assert wrapped[0] > 0.98 and plain[0] < wrapped[0] - 0.02
+    assert wrapped[1] == pytest.approx(plain[1])
+    with pytest.raises(CiteVAEError, match="circular"):
+        r2_heldout(rep(z_tr), z_tr, rep(z_te), z_te, circular=np.array([True]))
+    with pytest.raises(CiteVAEError, match="dims"):
+        r2_heldout(rep(z_tr), z_tr, rep(z_te)[:, :2], z_te)
+
+
+def test_class_accuracy_heldout():
+    rng = np.random.default_rng(3)
+    labels = rng.integers(0, 3, 400)
+    centres = np.array([[0.0, 0.0], [5.0, 0.0], [0.0, 5.0]])
+    rep = centres[labels] + rng.normal(size=(400, 2)) * 0.3
+    assert class_accuracy_heldout(rep[:200], labels[:200], rep[200:], labels[200:]) == 1.0
+    noise = rng.normal(size=(400, 2))
+    assert class_accuracy_heldout(noise[:200], labels[:200], noise[200:], labels[200:]) < 0.5
+    with pytest.raises(CiteVAEError, match="rows"):
+        class_accuracy_heldout(rep[:200], labels[:199], rep[200:], labels[200:])

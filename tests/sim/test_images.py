@@ -257,3 +257,33 @@ def test_anndata_layout_and_h5ad_round_trip(tmp_path) -> None:
     tb = ad.read_h5ad(tmp_path / "t.h5ad")
     assert list(tb.obs.columns) == ["perturbation", "class", "individual", "time"]
     assert np.array_equal(tb.obsm["intervention_targets"], t.obsm["intervention_targets"])
+
+
+@pytest.mark.parametrize("factor", LATENT_NAMES)
+def test_each_factor_changes_pixels_only_where_expected(factor: str) -> None:
+    """One factor at a time: pixels change, geometry only within the old and new silhouettes,
+    background hue only off the object, object hue only on it, the light everywhere."""
+    img0, m0 = _scene(cls=1)
+    img1, m1 = _scene(cls=1, **{factor: BASE[IDX[factor]] + 0.4})
+    changed = np.abs(img1 - img0).max(-1) > 1e-6
+    assert changed.sum() >= 20, factor
+    if factor.startswith(("pos_", "rot_")):
+        assert not changed[~(m0 | m1)].any()  # the backdrop is untouched
+    elif factor == "bg_hue":
+        assert not changed[m0].any()
+    elif factor == "obj_hue":
+        assert not changed[~m0].any()
+    else:  # the spotlight lights the object and the backdrop
+        assert changed[m0].any() and changed[~m0].any()
+
+
+def test_image_size_option() -> None:
+    small = simulate_images(6, seed=3, image_size=32)
+    assert small.shape == (6, 32 * 32 * 3) and list(small.uns["sim"]["image_shape"]) == [32, 32, 3]
+    assert np.array_equal(small.obsm["z_true"], simulate_images(6, seed=3).obsm["z_true"])
+    latents = np.column_stack([small.obs["class"], small.obsm["z_true"]])
+    assert np.array_equal(small.X.reshape(6, 32, 32, 3), render(latents, size=32))
+    big = render(latents, size=64).reshape(6, 32, 2, 32, 2, 3).mean((2, 4))
+    assert np.abs(big - small.X.reshape(6, 32, 32, 3)).mean() < 0.05  # the same scene, coarser
+    with pytest.raises(CiteVAEError, match="image_size"):
+        simulate_images(2, image_size=4)

@@ -18,7 +18,13 @@ from citevae.metrics.expression import (
     perturbed_centroid,
     sign_agreement,
 )
-from citevae.metrics.latent import abs_correlation_matrix, mcc, r2_per_factor
+from citevae.metrics.latent import (
+    abs_correlation_matrix,
+    class_accuracy_heldout,
+    mcc,
+    r2_heldout,
+    r2_per_factor,
+)
 from citevae.metrics.registry import (
     MEAN_METRICS,
     N_TOP_DE,
@@ -34,6 +40,7 @@ __all__ = [
     "MeanMetric",
     "PCAProjection",
     "abs_correlation_matrix",
+    "class_accuracy_heldout",
     "energy_distance_pca",
     "evaluate_perturbation",
     "fit_pca",
@@ -45,6 +52,7 @@ __all__ = [
     "pearson_delta",
     "pearson_delta_systema",
     "perturbed_centroid",
+    "r2_heldout",
     "r2_per_factor",
     "register_metric",
     "sign_agreement",

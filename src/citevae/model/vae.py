@@ -10,6 +10,7 @@ from citevae._settings import set_num_threads
 from citevae.data.batching import CiteDataModule
 from citevae.data.registry import get_registry
 from citevae.model.tensors import iter_cell_tensors
+from citevae.module.conv import Architecture
 from citevae.module.vae import PlainVAEModule
 from citevae.train.plan import TrainingConfig
 from citevae.train.trainer import TrainingResult, fit
@@ -26,16 +27,19 @@ class PlainVAE:
         n_latent: latent size.
         beta: KL weight (1: plain VAE; > 1: beta-VAE).
         n_hidden, n_layers: MLP width and depth (match CITE-VAE's for a fair comparison).
+        architecture, image_channels, conv_channels: "conv" for images (see ``ModuleConfig``).
     """
 
     def __init__(self, adata: AnnData, n_latent: int = 16, beta: float = 1.0, n_hidden: int = 256,
-                 n_layers: int = 2) -> None:
+                 n_layers: int = 2, architecture: Architecture = "mlp", image_channels: int = 3,
+                 conv_channels: int = 32) -> None:
         self.adata = adata
         self.registry = get_registry(adata)
         sizes = tuple(len(self.registry.covariate_categories[k]) for k in self.registry.covariate_keys)
         likelihood = "nb" if self.registry.scale == "counts" else "gaussian"
         self.module = PlainVAEModule(self.registry.n_genes, n_latent, sizes, likelihood, n_hidden,
-                                     n_layers, beta)
+                                     n_layers, beta, architecture=architecture,
+                                     image_channels=image_channels, conv_channels=conv_channels)
 
     def train(self, max_epochs: int = 100, train_mask: np.ndarray | None = None,
               val_mask: np.ndarray | None = None, progress_bar: bool = False,

@@ -11,9 +11,10 @@ from torch.distributions import NegativeBinomial, Normal
 
 from citevae.module.causal import CausalDynamics
 from citevae.module.config import ModuleConfig
+from citevae.module.conv import decoder, gaussian_encoders
 from citevae.module.distances import energy_distance, mmd
 from citevae.module.embedding import PerturbationEmbedding
-from citevae.module.networks import GaussianHead, gaussian_kl, mlp, one_hot_covariates, reparameterize
+from citevae.module.networks import GaussianHead, gaussian_kl, one_hot_covariates, reparameterize
 
 ROLE_SOURCE, ROLE_TARGET, ROLE_PREVIOUS = 0, 1, 2
 
@@ -57,15 +58,16 @@ class CiteVAEModule(nn.Module):
         self.config = cfg = config
         n_cov = sum(cfg.covariate_sizes)
         hidden, layers, drop = cfg.n_hidden, cfg.n_layers, cfg.dropout
-        self.c_encoder = GaussianHead(cfg.n_genes + n_cov, cfg.n_invariant, hidden, layers, drop)
-        self.z_encoder = GaussianHead(cfg.n_genes + cfg.n_invariant + n_cov, cfg.n_programs,
-                                      hidden, layers, drop)
+        image = {"image_channels": cfg.image_channels, "conv_channels": cfg.conv_channels}
+        heads = [(n_cov, cfg.n_invariant), (cfg.n_invariant + n_cov, cfg.n_programs)]
+        self.c_encoder, self.z_encoder = gaussian_encoders(cfg.architecture, cfg.n_genes, heads, hidden,
+                                                           layers, drop, **image)
         self.z0_prior = GaussianHead(cfg.n_invariant + n_cov, cfg.n_programs, hidden, 1)
         self.embedding = PerturbationEmbedding(descriptors, has_descriptor, cfg.n_embedding, hidden)
         self.dynamics = CausalDynamics(cfg.n_programs, cfg.n_embedding, hidden, cfg.instantaneous,
                                        cfg.lagged, cfg.linear_transition, cfg.nonlinear_mechanisms)
-        self.decoder = mlp(cfg.n_programs + cfg.n_invariant + n_cov, cfg.n_genes, hidden, layers,
-                           drop)
+        self.decoder = decoder(cfg.architecture, cfg.n_programs + cfg.n_invariant + n_cov, cfg.n_genes,
+                               hidden, layers, drop, **image)
         self.log_dispersion = nn.Parameter(torch.zeros(cfg.n_genes))
         """log theta (NB inverse dispersion) or log sigma_x (Gaussian), per gene."""
 

@@ -32,6 +32,13 @@ class ModuleConfig:
     n_hidden: int = 128
     n_layers: int = 2
     dropout: float = 0.0
+    architecture: Literal["mlp", "conv"] = "mlp"
+    """Encoders and decoder: MLPs, or convolutional networks for square images flattened in
+    (height, width, channel) order (``citevae.module.conv``; side 2^k >= 8)."""
+    image_channels: int = 3
+    """Channels per pixel of the images (architecture "conv")."""
+    conv_channels: int = 32
+    """Base width of the convolutional stack (doubled in its deeper half)."""
     instantaneous: bool = True
     """Lambda(u) among programs; off = lag-only dynamics."""
     lagged: bool = True
@@ -67,12 +74,15 @@ class ModuleConfig:
     """Counts per cell of the log1p-normalised space (log1p(x / library * library_scale))."""
 
     def __post_init__(self) -> None:
-        positive = ("n_programs", "n_invariant", "n_embedding", "n_steps", "n_hidden", "n_layers")
+        positive = ("n_programs", "n_invariant", "n_embedding", "n_steps", "n_hidden", "n_layers",
+                    "image_channels", "conv_channels")
         for name in positive:
             if getattr(self, name) < 1:
                 raise CiteVAEError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.likelihood not in ("nb", "gaussian"):
             raise CiteVAEError(f"likelihood must be 'nb' or 'gaussian', got {self.likelihood!r}")
+        if self.architecture not in ("mlp", "conv"):
+            raise CiteVAEError(f"architecture must be 'mlp' or 'conv', got {self.architecture!r}")
         if self.distribution_distance not in ("mmd", "energy"):
             raise CiteVAEError("distribution_distance must be 'mmd' or 'energy'")
         if not 0 <= self.dropout < 1:

@@ -7,7 +7,8 @@ from torch import nn
 from torch.distributions import NegativeBinomial, Normal
 
 from citevae.module.citevae import LossOutput
-from citevae.module.networks import GaussianHead, gaussian_kl, mlp, one_hot_covariates, reparameterize
+from citevae.module.conv import Architecture, decoder, gaussian_encoders
+from citevae.module.networks import gaussian_kl, one_hot_covariates, reparameterize
 
 
 class PlainVAEModule(nn.Module):
@@ -15,19 +16,24 @@ class PlainVAEModule(nn.Module):
 
     Consumes the same batches as ``CiteVAEModule`` (``x``, ``library``, ``covariates``) and exposes
     the same ``loss(batch, kl_weight, match_weight)`` so the same training plan trains it.
+    ``architecture`` "conv" gives it the convolutional encoder and decoder of ``citevae.module.conv``
+    (images flattened in (height, width, channel) order), as CITE-VAE's option of the same name.
     """
 
     def __init__(self, n_genes: int, n_latent: int, covariate_sizes: tuple[int, ...] = (),
                  likelihood: str = "gaussian", n_hidden: int = 256, n_layers: int = 2,
-                 beta: float = 1.0, library_scale: float = 1e4) -> None:
+                 beta: float = 1.0, library_scale: float = 1e4, architecture: Architecture = "mlp",
+                 image_channels: int = 3, conv_channels: int = 32) -> None:
         super().__init__()
         n_cov = sum(covariate_sizes)
         self.covariate_sizes = tuple(covariate_sizes)
         self.likelihood_name = likelihood
         self.beta = beta
         self.library_scale = library_scale
-        self.encoder = GaussianHead(n_genes + n_cov, n_latent, n_hidden, n_layers)
-        self.decoder = mlp(n_latent + n_cov, n_genes, n_hidden, n_layers)
+        image = {"image_channels": image_channels, "conv_channels": conv_channels}
+        (self.encoder,) = gaussian_encoders(architecture, n_genes, [(n_cov, n_latent)], n_hidden, n_layers,
+                                            **image)
+        self.decoder = decoder(architecture, n_latent + n_cov, n_genes, n_hidden, n_layers, **image)
         self.log_dispersion = nn.Parameter(torch.zeros(n_genes))
 
     def inference(self, x: torch.Tensor, library: torch.Tensor, covariates: torch.Tensor,

@@ -135,15 +135,17 @@ def _split(latents: pd.DataFrame | np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 def render(
-    latents: pd.DataFrame | np.ndarray, *, return_mask: bool = False
+    latents: pd.DataFrame | np.ndarray, *, return_mask: bool = False, size: int = IMAGE_SIZE
 ) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
-    """Render scenes deterministically: latents (n rows) -> images (n, 64, 64, 3) float32 in [0, 1].
+    """Render scenes deterministically: latents (n rows) -> images (n, size, size, 3) float32 in [0, 1].
 
     ``latents``: DataFrame with "class" and ``LATENT_NAMES`` columns, or an (n, 11) array in the
-    order (class, *LATENT_NAMES). With ``return_mask`` also returns object masks (n, 64, 64) bool.
+    order (class, *LATENT_NAMES). With ``return_mask`` also returns object masks (n, size, size)
+    bool. ``size`` (pixels, >= 8) defaults to the spec's 64; the scene is the same at any size.
     """
+    size = check_int("size", size, 8)
     cls, z = _split(latents)
-    images, masks = render_scenes(cls, z, IMAGE_SIZE)
+    images, masks = render_scenes(cls, z, size)
     return (images, masks) if return_mask else images
 
 
@@ -191,6 +193,7 @@ def simulate_images(
     temporal: bool = False,
     n_steps: int = 4,
     intervention_prob: float = 0.0,
+    image_size: int = IMAGE_SIZE,
 ) -> ad.AnnData:
     """Simulate Causal3DIdent-like scenes with ground-truth latents as AnnData.
 
@@ -202,9 +205,11 @@ def simulate_images(
         n_steps: steps after frame 0 in the temporal variant (>= 1).
         intervention_prob: temporal only; per step and latent, probability that the latent is
             intervened on (replaced by U(-1, 1)); the targets go to obsm["intervention_targets"].
+        image_size: side S of the images in pixels (>= 8); 64 as in the spec, smaller (e.g. 32) for
+            quick CPU runs.
 
     Returns:
-        AnnData, X float32 (rows, 64 * 64 * 3) flattened (H, W, RGB) pixels in [0, 1]; rows =
+        AnnData, X float32 (rows, S * S * 3) flattened (H, W, RGB) pixels in [0, 1]; rows =
         n (static) or n * (n_steps + 1) (temporal, individual-major). obs: "perturbation"
         (categorical class name; "Teapot" is the reference class), "class" (int); temporal adds
         "individual" (categorical str) and "time" (int). obsm: "z_true" (rows, 10) float64 in
@@ -214,6 +219,7 @@ def simulate_images(
     """
     n = check_int("n", n, 1)
     T = check_int("n_steps", n_steps, 1)
+    image_size = check_int("image_size", image_size, 8)
     p_int = check_float("intervention_prob", intervention_prob)
     if p_int > 1:
         raise CiteVAEError(f"intervention_prob must be in [0, 1], got {intervention_prob!r}")
@@ -234,7 +240,7 @@ def simulate_images(
         cls_rows = np.repeat(cls, T + 1)
     else:
         z_true, cls_rows = z0, cls
-    images = render(np.column_stack([cls_rows, z_true]))
+    images = render(np.column_stack([cls_rows, z_true]), size=image_size)
     obs = pd.DataFrame(
         {
             "perturbation": pd.Categorical.from_codes(cls_rows, categories=list(CLASS_NAMES)),
@@ -246,7 +252,7 @@ def simulate_images(
         obs["individual"] = pd.Categorical([f"ind{i:0{width}d}" for i in np.repeat(np.arange(n), T + 1)])
         obs["time"] = np.tile(np.arange(T + 1), n)
     obs.index = [f"img{i}" for i in range(len(obs))]
-    h, w, c = IMAGE_SIZE, IMAGE_SIZE, 3
+    h, w, c = image_size, image_size, 3
     var = pd.DataFrame(index=[f"px{i}_{j}_{ch}" for i in range(h) for j in range(w) for ch in "rgb"])
     adata = ad.AnnData(X=images.reshape(len(obs), -1), obs=obs, var=var)
     adata.obsm["z_true"] = z_true
