@@ -6,10 +6,9 @@ running script once per extra rank (same argv, ``LOCAL_RANK`` set), so this must
     python tests/train/ddp_script.py OUT --devices 2 --strategy ddp
     python tests/train/ddp_script.py OUT --devices 1 --accumulate 2
 
-Torch is re-seeded at every training batch from the batch's index in the epoch's permutation of
-batches (rank r's i-th batch is batch i * world_size + r), so a batch's reparameterisation noise
-does not depend on which process draws it; the library leaves the stream to ``seed_everything``,
-which gives every rank the same seed.
+The training plan re-seeds torch at every training batch from the batch's number in the epoch
+over all ranks (rank r's i-th batch is batch i * world_size + r), so a batch's reparameterisation
+noise does not depend on which process draws it.
 
 Every rank writes ``OUT/rank<r>.json`` (its rank, world size, number of training batches and the
 rows of its epoch-0 batches) when its training loader is built; rank 0 alone writes
@@ -24,13 +23,11 @@ import json
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from citevae import setup_anndata
 from citevae.data import batching
 from citevae.model.citevae import CiteVAE
 from citevae.sim import simulate_counts
-from citevae.train import trainer as trainer_module
 
 SEED = 0
 RANK = {"rank": 0}
@@ -53,15 +50,6 @@ def _recording_loader(out: Path) -> None:
     batching.CiteDataModule._loader = loader
 
 
-class SeedPerBatch(trainer_module.History):
-    """``History`` that also seeds torch from the global index of each training batch."""
-
-    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
-        number = batch_idx * trainer.world_size + trainer.global_rank
-        torch.manual_seed(int(np.random.default_rng([SEED, trainer.current_epoch, number])
-                              .integers(2**62)))
-
-
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("out", type=Path)
@@ -72,7 +60,6 @@ def main() -> None:
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     _recording_loader(args.out)
-    trainer_module.History = SeedPerBatch  # fit() builds its History from this module name
 
     adata = simulate_counts(n_programs=3, n_genes=30, n_targets=3, n_pairs=1,
                             n_cells_per_condition=64, seed=SEED)

@@ -117,7 +117,10 @@ class TrainingPlan(pl.LightningModule):
         return out.loss
 
     def on_train_batch_start(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
-        torch.manual_seed(step_seed(self.config.seed, self.current_epoch, batch_idx))
+        # the batch's number in the epoch over all ranks: the draws of a batch do not depend on
+        # how many processes share the epoch (rank r's i-th batch is batch i * world + r)
+        number = batch_idx * self.trainer.world_size + self.trainer.global_rank
+        torch.manual_seed(step_seed(self.config.seed, self.current_epoch, number))
 
     def on_validation_epoch_start(self) -> None:
         torch.manual_seed(step_seed(self.config.seed, self.current_epoch, VALIDATION_STREAM))
