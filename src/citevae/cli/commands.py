@@ -1,111 +1,32 @@
-"""Command line: ``citevae demo | simulate | train | predict | benchmark`` (typer, rich output).
+"""``citevae demo | simulate | train | predict``."""
 
-Bad input (citevae errors, missing or unreadable files) ends with one red ``error: ...`` line on
-stderr and exit status 1, without a traceback. Input files are only read, never written; every
-output file is written under a temporary name and renamed, so it is complete or absent.
-"""
 
-from __future__ import annotations
-
-import functools
-from collections.abc import Callable
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import Annotated
 
 import numpy as np
 import typer
-from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-app = typer.Typer(
-    name="citevae",
-    help="CITE-VAE: predict single-cell responses to unseen genetic perturbations, "
-    "combinations and times.",
-    no_args_is_help=True,
-    add_completion=False,
-    pretty_exceptions_enable=False,
+from citevae.cli._common import (
+    CLIError,
+    ThreadsOption,
+    app,
+    console,
+    err_console,
+    read_h5ad,
+    reports_errors,
+    simulate_app,
+    use_threads,
+    write_h5ad,
 )
-simulate_app = typer.Typer(help="Write a simulated data set with known ground truth (h5ad).",
-                           no_args_is_help=True)
-app.add_typer(simulate_app, name="simulate")
-
-console = Console()
-err_console = Console(stderr=True)
-
-F = TypeVar("F", bound=Callable[..., Any])
-
-
-class CLIError(Exception):
-    """A problem to report as one line, without a traceback."""
-
-
-def _fail(message: str) -> None:
-    line = " ".join(str(message).split()) or "unknown error"
-    err_console.print(Text(f"error: {line}", style="bold red"), soft_wrap=True, highlight=False)
-    raise typer.Exit(code=1)
-
-
-def _reports_errors(fn: F) -> F:
-    """Turn bad-input exceptions of a command into one red line and exit status 1."""
-
-    @functools.wraps(fn)
-    def wrapper(*args, **kwargs):
-        try:
-            return fn(*args, **kwargs)
-        except CLIError as err:
-            _fail(str(err))
-        except (ValueError, OSError, KeyError) as err:  # CiteVAEError is a ValueError
-            detail = err.args[0] if isinstance(err, KeyError) and err.args else err
-            _fail(f"{type(err).__name__}: {detail}" if not str(detail) else str(detail))
-
-    return wrapper  # type: ignore[return-value]
-
-
-def _read_h5ad(path: Path):
-    """Read an h5ad file fully into memory (the file is never written)."""
-    import anndata as ad
-
-    if not path.exists():
-        raise CLIError(f"file not found: {path}")
-    if not path.is_file():
-        raise CLIError(f"not a file: {path}")
-    try:
-        return ad.read_h5ad(path)
-    except Exception as err:  # h5py / anndata raise many types for corrupt files
-        raise CLIError(f"cannot read {path} as h5ad: {type(err).__name__}: {err}") from None
-
-
-def _write_h5ad(adata, out: Path, inputs: tuple[Path, ...] = ()) -> None:
-    """Write ``adata`` to ``out``, refusing to overwrite an input file."""
-    for src in inputs:
-        if src.exists() and out.exists() and out.resolve() == src.resolve():
-            raise CLIError(f"--out {out} is an input file; choose another output path")
-    from citevae._atomic import atomic_path
-
-    try:
-        with atomic_path(out) as temp:
-            adata.write_h5ad(temp)
-    except Exception as err:
-        raise CLIError(f"cannot write {out}: {type(err).__name__}: {err}") from None
-
-
-def _threads(threads: int | None) -> None:
-    from citevae._settings import set_num_threads
-
-    set_num_threads(threads)
-
-
-ThreadsOption = Annotated[
-    int | None,
-    typer.Option("--threads", min=1, help="torch intra-op threads (default 1, or $CITEVAE_NUM_THREADS)."),
-]
 
 
 # demo ----------------------------------------------------------------------------------------------
 @app.command()
-@_reports_errors
+@reports_errors
 def demo(
     out: Annotated[Path | None, typer.Option("--out", help="Folder for model, predictions, table.")] = None,
     epochs: Annotated[int, typer.Option("--epochs", min=1, help="Training epochs.")] = 60,
@@ -116,7 +37,7 @@ def demo(
     """Simulate counts, hold out target pairs, train CiteVAE and compare it with baselines."""
     from citevae.demo import run_demo
 
-    _threads(threads)
+    use_threads(threads)
     console.print("[bold]citevae demo[/]: simulated counts, 30% of target pairs held out")
     table = run_demo(out_dir=out, epochs=epochs, seed=seed, progress_bar=progress, num_threads=threads)
     view = Table(title=f"Held-out pairs ({table.attrs.get('n_pairs', '?')}), log1p scale, "
@@ -139,7 +60,7 @@ OutFile = Annotated[Path, typer.Option("--out", help="Output .h5ad file.")]
 
 
 @simulate_app.command("counts")
-@_reports_errors
+@reports_errors
 def simulate_counts_cmd(
     out: OutFile,
     seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
@@ -158,13 +79,13 @@ def simulate_counts_cmd(
     adata = simulate_counts(n_programs=n_programs, n_genes=n_genes, n_targets=n_targets,
                             n_pairs=n_pairs, n_cells_per_condition=n_cells, n_steps=n_steps,
                             paired=paired, n_contexts=n_contexts, seed=seed)
-    _write_h5ad(adata, out)
+    write_h5ad(adata, out)
     console.print(f"wrote {adata.n_obs} cells x {adata.n_vars} genes "
                   f"({adata.obs['perturbation'].nunique()} conditions) to {out}")
 
 
 @simulate_app.command("vector")
-@_reports_errors
+@reports_errors
 def simulate_vector_cmd(
     out: OutFile,
     seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
@@ -179,7 +100,7 @@ def simulate_vector_cmd(
 
     adata = simulate_vector(n_latents=n_latents, n_regimes=n_regimes, n_individuals_per_regime=n_cells,
                             n_steps=n_steps, obs_dim=n_genes, seed=seed)
-    _write_h5ad(adata, out)
+    write_h5ad(adata, out)
     console.print(f"wrote {adata.n_obs} cells x {adata.n_vars} features to {out}")
 
 
@@ -192,7 +113,7 @@ class ScaleChoice(StrEnum):
 
 
 @app.command()
-@_reports_errors
+@reports_errors
 def train(
     data: Annotated[Path, typer.Argument(help="Training data (.h5ad); read only.")],
     perturbation_key: Annotated[str, typer.Option("--perturbation-key", help="obs column of labels.")],
@@ -223,7 +144,7 @@ def train(
     from citevae.model import CiteVAE
     from citevae.train.checkpoints import CHECKPOINT_FILE
 
-    _threads(threads)
+    use_threads(threads)
     if resume and overwrite:
         raise CLIError("--resume and --overwrite contradict each other; pass one of them")
     if out.exists() and not (overwrite or resume):
@@ -235,7 +156,7 @@ def train(
             raise CLIError(f"{stale} holds the checkpoint of an earlier run; pass --resume to "
                            "continue it or --overwrite to start over")
         stale.unlink()
-    adata = _read_h5ad(data)
+    adata = read_h5ad(data)
     CiteVAE.setup_anndata(adata, perturbation_key=perturbation_key, control=control,
                           time_key=time_key, covariate_keys=list(covariate_key or ()), layer=layer,
                           scale=scale.value)
@@ -278,7 +199,7 @@ def _parse_times(text: str | None, registry) -> list | None:
 
 
 @app.command()
-@_reports_errors
+@reports_errors
 def predict(
     model_dir: Annotated[Path, typer.Argument(help="Model directory written by 'citevae train'.")],
     controls: Annotated[Path, typer.Argument(help="Control cells (.h5ad); read only.")],
@@ -293,13 +214,13 @@ def predict(
     """Predict every control cell under every perturbation (and time); write an h5ad."""
     from citevae.model import CiteVAE
 
-    _threads(threads)
+    use_threads(threads)
     if not model_dir.is_dir():
         raise CLIError(f"model directory not found: {model_dir}")
     labels = _split_list(perturbations)
     if not labels:
         raise CLIError('--perturbations is empty; give labels like "A,B+C"')
-    cells = _read_h5ad(controls)
+    cells = read_h5ad(controls)
     model = CiteVAE.load(model_dir)
     registry = model.registry
     key = registry.perturbation_key
@@ -314,106 +235,7 @@ def predict(
             console.print(f"using the {int(is_control.sum())} control cells of {cells.n_obs}")
             cells = cells[is_control].copy()
     result = model.predict(cells, labels, times=_parse_times(times, registry), sample=sample, seed=seed)
-    _write_h5ad(result, out, inputs=(controls,))
+    write_h5ad(result, out, inputs=(controls,))
     console.print(f"wrote {result.n_obs} predicted cells ({len(labels)} perturbation(s) x "
                   f"{cells.n_obs} control cells) on the {result.uns['citevae']['scale']} scale to {out}")
 
-
-# benchmark -----------------------------------------------------------------------------------------
-DEFAULT_DATA_DIR = Path("../shared/data")
-
-
-def _benchmark_report(out: Path, scores, extras: dict) -> Path | None:
-    """Call ``citevae.benchmark.report.write_report(out, scores, {"suite/seedN": extras})`` when
-    that module provides it; the path it wrote, or None."""
-    import importlib
-
-    try:
-        report = importlib.import_module("citevae.benchmark.report")
-    except ImportError:
-        return None
-    write_report = getattr(report, "write_report", None)
-    if write_report is None:
-        return None
-    try:
-        result = write_report(out, scores, extras)
-    except Exception as err:  # the tables are written; a failing report must not lose them
-        err_console.print(Text(f"warning: no HTML report: {type(err).__name__}: {err}",
-                               style="yellow"), soft_wrap=True, highlight=False)
-        return None
-    return Path(result) if isinstance(result, str | Path) else None
-
-
-@app.command()
-@_reports_errors
-def benchmark(
-    suites: Annotated[list[str] | None, typer.Argument(
-        help="Suites to run (default: all); see citevae.benchmark.suites.SUITES.")] = None,
-    data_dir: Annotated[Path, typer.Option("--data-dir", help="Folder of the real datasets.")]
-    = DEFAULT_DATA_DIR,
-    seeds: Annotated[list[int] | None, typer.Option(
-        "--seeds", help="Seeds (repeat or space-separate: --seeds 0 1 2).")] = None,
-    epochs: Annotated[int | None, typer.Option("--epochs", min=1, help=(
-        "Maximum training epochs (default: per-suite settings, early stopping)."))] = None,
-    out: Annotated[Path, typer.Option("--out", help="Folder for scores.csv, table.md, table.csv.")]
-    = Path("results/benchmark"),
-    progress: Annotated[bool, typer.Option("--progress/--no-progress", help="Progress bar.")] = True,
-    threads: ThreadsOption = None,
-) -> None:
-    """Run benchmark suites on the real data: CITE-VAE against baselines, mean ± std over seeds."""
-    import pandas as pd
-    from rich.markdown import Markdown
-    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
-
-    from citevae._atomic import atomic_path
-    from citevae.benchmark.suites import SUITES, run_suite
-    from citevae.benchmark.tables import markdown_table, write_tables
-
-    _threads(threads)
-    names = list(suites or [])
-    # "--seeds 0 1 2": click takes only the first value for the option; the rest arrive as
-    # positional arguments (suite names are never numbers), so move them back to the seeds
-    extra = [int(n) for n in names if n.lstrip("-").isdigit()]
-    if extra and not seeds:
-        raise CLIError(f"numbers {extra} given as suites; pass seeds with --seeds")
-    seeds = [*(seeds or []), *extra]
-    names = [n for n in names if not n.lstrip("-").isdigit()] or list(SUITES)
-    unknown = [n for n in names if n not in SUITES]
-    if unknown:
-        raise CLIError(f"unknown suite(s) {', '.join(unknown)}; available: {', '.join(SUITES)}")
-    seeds = list(dict.fromkeys(seeds)) if seeds else [0, 1, 2]
-    if not data_dir.is_dir():
-        raise CLIError(f"data folder not found: {data_dir}; pass --data-dir")
-    out.mkdir(parents=True, exist_ok=True)
-    extras: dict = {}
-    frames = []
-    with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/"
-                  "{task.total} runs"), TimeElapsedColumn(), console=console,
-                  disable=not progress) as bar:
-        task = bar.add_task("benchmark", total=len(names) * len(seeds))
-
-        def done(name: str, seed: int, found: dict) -> None:
-            extras[f"{name}/seed{seed}"] = found
-            bar.advance(task)
-
-        for name in names:
-            for seed in seeds:
-                bar.update(task, description=f"{name} seed {seed}")
-                frames.append(run_suite(name, data_dir, [seed], epochs=epochs, on_seed=done))
-    scores = pd.concat(frames, ignore_index=True)
-    with atomic_path(out / "scores.csv") as temp:
-        scores.to_csv(temp, index=False)
-    md, csv = write_tables(scores, out)
-    console.print(Markdown(markdown_table(scores)))
-    report = _benchmark_report(out, scores, extras)
-    console.print(f"wrote scores.csv, {md.name} and {csv.name}"
-                  + (f" and {report.name}" if report is not None else "") + f" to {out}")
-
-
-@app.callback()
-def main() -> None:
-    """CITE-VAE: predict single-cell responses to unseen genetic perturbations, combinations, times."""
-
-
-if __name__ == "__main__":  # pragma: no cover
-    app()

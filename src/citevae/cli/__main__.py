@@ -1,0 +1,5 @@
+"""``python -m citevae.cli``."""
+
+from citevae.cli import app
+
+app()
