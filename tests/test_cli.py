@@ -174,3 +174,25 @@ def test_time_round_trip(tmp_path):
                      "--times", "1.5", "--out", tmp_path / "p2.h5ad")
     _assert_one_line_error(result, "1.5")
     assert not (tmp_path / "p2.h5ad").exists()
+
+
+def test_time_unit_sets_the_latent_grid(tmp_path):
+    """--time-unit 0.5 puts observed times 1 and 2 at latent steps 2 and 4, so 1.5 is on the grid."""
+    data = tmp_path / "paired.h5ad"
+    assert _invoke("simulate", "counts", "--out", data, "--n-genes", "20", "--n-targets", "2",
+                   "--n-pairs", "1", "--n-cells", "6", "--n-programs", "2", "--paired",
+                   "--n-steps", "2").exit_code == 0
+    result = _invoke("train", data, "--perturbation-key", "perturbation", "--control", "control",
+                     "--time-key", "time", "--time-unit", "0.5", "--max-epochs", "1",
+                     "--n-programs", "2", "--no-progress", "--out", tmp_path / "model")
+    assert result.exit_code == 0, result.output
+    target = str(ad.read_h5ad(data).uns["sim"]["targets"][0])
+    out = tmp_path / "pred.h5ad"
+    result = _invoke("predict", tmp_path / "model", data, "--perturbations", target,
+                     "--times", "1,1.5,2", "--out", out)
+    assert result.exit_code == 0, result.output
+    steps = ad.read_h5ad(out).obs.groupby("time")["step"].first().to_dict()
+    assert steps == {1.0: 2, 1.5: 3, 2.0: 4}
+    result = _invoke("train", data, "--perturbation-key", "perturbation", "--control", "control",
+                     "--time-key", "time", "--time-unit", "0", "--out", tmp_path / "bad")
+    _assert_one_line_error(result, "time unit must be positive")

@@ -120,6 +120,9 @@ def train(
     control: Annotated[str, typer.Option("--control", help="Label of control cells.")],
     out: Annotated[Path, typer.Option("--out", help="Model directory to write.")],
     time_key: Annotated[str | None, typer.Option("--time-key", help="obs column of times.")] = None,
+    time_unit: Annotated[float | None, typer.Option("--time-unit", help=(
+        "Time per latent step for numeric times (default: the gap between observed times); "
+        "smaller gives finer latent paths."))] = None,
     covariate_key: Annotated[list[str] | None, typer.Option(
         "--covariate-key", help="obs column of a covariate, e.g. cell type (repeatable).")] = None,
     layer: Annotated[str | None, typer.Option("--layer", help="Layer to model instead of X.")] = None,
@@ -159,7 +162,7 @@ def train(
     adata = read_h5ad(data)
     CiteVAE.setup_anndata(adata, perturbation_key=perturbation_key, control=control,
                           time_key=time_key, covariate_keys=list(covariate_key or ()), layer=layer,
-                          scale=scale.value)
+                          scale=scale.value, time_unit=time_unit)
     model = CiteVAE(adata, n_programs=n_programs)
     console.print(f"training {model!r} on {adata.n_obs} cells")
     result = model.train(max_epochs=max_epochs, seed=seed, progress_bar=progress, num_threads=threads,
