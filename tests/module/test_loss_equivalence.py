@@ -37,14 +37,30 @@ def _reference_terms(module: CiteVAEModule, batch: dict[str, torch.Tensor]) -> d
             logits = module.decode_logits(z, inf.c[source], cov[source])
             observed = module.expression_log1p(inf.z[target], inf.c[target], cov[target]).detach()
             found["distribution"].append(distance(module._log1p_of_logits(logits), observed))
-            population = library[target].unsqueeze(-1) * torch.softmax(logits, -1).mean(0) \
-                if module.config.likelihood == "nb" else logits.mean(0).expand(int(target.sum()), -1)
-            found["population"].append(
-                -module.likelihood(population).log_prob(x[target]).sum(-1).mean())
+            found["population"].append(_reference_population(module, logits, x[target],
+                                                             library[target]))
         if perturbed:
             found["invariance"].append(mmd(inf.c_mean[target], inf.c_mean[source]))
     terms.update({name: torch.stack(values).mean() for name, values in found.items()})
     return terms
+
+
+def _reference_population(module: CiteVAEModule, logits: torch.Tensor, x: torch.Tensor,
+                          library: torch.Tensor) -> torch.Tensor:
+    """Gaussian: NLL of the real cells under the rollouts' mean. NB: squared error of the real
+    cells' mean log1p-normalised expression and its expectation under the rollouts' mean
+    proportions at library-size quantiles, one at a time, in units of the real cells' variance + the floor."""
+    if module.config.likelihood != "nb":
+        return -module.likelihood(logits.mean(0).expand_as(x)).log_prob(x).sum(-1).mean()
+    proportions = torch.softmax(logits, -1).mean(0)
+    levels = min(module_code.POPULATION_LIBRARY_LEVELS, len(library))
+    sizes = np.quantile(library.numpy(), (np.arange(levels) + 0.5) / levels)
+    expected = torch.stack([module.expected_log1p((float(size) * proportions)[None],
+                                                  torch.tensor([float(size)]))[0]
+                            for size in sizes]).mean(0)
+    observed = torch.log1p(x / library[:, None] * module.config.library_scale)
+    variance = ((observed - observed.mean(0)) ** 2).mean(0) + module_code.POPULATION_VARIANCE_FLOOR
+    return ((observed.mean(0) - expected) ** 2 / (2 * variance)).sum()
 
 
 @pytest.mark.parametrize("likelihood", ["nb", "gaussian"])

@@ -55,8 +55,8 @@ class ModuleConfig:
     alpha: float = 10.0
     """Weight of the distribution match between rollouts and real cells."""
     gamma: float = 50.0
-    """Weight of the population likelihood: real cells of a condition under the mean expression of
-    the rollouts of its controls (the mean-matching part of the distribution match). Tuned on
+    """Weight of the population term: real cells of a condition against the mean expression of
+    the rollouts of its controls (the mean-matching part of the distribution match; log1p scale). Tuned on
     PerturBench K562 held-out pairs: 5 -> 20 -> 50 moved Pearson delta 0.32 -> 0.77 -> 0.82."""
     distribution_distance: Literal["mmd", "energy"] = "energy"
     stationary_control: bool = False
