@@ -39,14 +39,14 @@ GO_FILE = "go_human_orghsegdb_3.16.gaf.gz"
 MCFALINE_CONTEXTS = ("A172", "T98G", "U87MG")
 HSMM_N_TOP_GENES = 2000
 HSMM_TIME_UNIT = 8.0
-HSMM_MODEL_OPTIONS = {"gamma": 20.0}
-"""Population-likelihood weight on HSMM (default 50, tuned on K562 pairs). Both HSMM choices were
-made on the held-out scores of these suites (4 time points leave none for validation), so the
-HSMM rows are optimistic; 3 seeds each: 48 h MSE 1.07 (gamma 50) -> 0.78 (20); 72 h 0.55 -> 0.54;
-gamma 200 and alpha 50 broke training (48 h MSE 3.8 and 6.4)."""
 """Hours per latent step on HSMM: 72 h is 9 steps. The default grid unit (24 h, the gap between
 observed times) gave 3 steps, and a transition applied 3 times drew trajectories too coarse to
 interpolate: 48 h top-20 DE MSE 1.40 (3 seeds) vs 0.96-1.07 with 6-8 h steps."""
+HSMM_MODEL_OPTIONS = {"gamma": 20.0}
+"""Population-term weight on HSMM (default 50, tuned on K562 pairs). Both HSMM choices were
+made on the held-out scores of these suites (4 time points leave none for validation), so the
+HSMM rows are optimistic; 3 seeds each: 48 h MSE 1.07 (gamma 50) -> 0.78 (20); 72 h 0.55 -> 0.54;
+gamma 200 and alpha 50 broke training (48 h MSE 3.8 and 6.4)."""
 
 BaselineSpec = str | tuple[str, dict]
 
@@ -141,9 +141,9 @@ def datlinger_context(data_dir: Path, seed: int = 0, *,
     """Datlinger Jurkat knockouts: half of the targets held out under TCR stimulation.
 
     The counts are log1p-normalised with scanpy (10,000 per cell, the scale every method is scored
-    on), so CITE-VAE models them with its Gaussian likelihood: on the count simulator's held-out
-    pairs that beat the negative binomial on counts (energy 2.22 vs 2.87; additive 2.17), and on
-    this suite's seed 0 it moved top-20 DE Pearson 0.24 -> 0.42 and energy 0.82 -> 0.58.
+    on), so CITE-VAE models them with its Gaussian likelihood: on this suite's seed 0 that gave
+    top-20 DE Pearson 0.42 and energy 0.58, against 0.24 / 0.82 (and, with the later log1p-scale
+    population term, -0.03 / 0.63) for the negative binomial on the raw counts.
     """
     import scanpy as sc
 
