@@ -29,7 +29,7 @@ from citevae.cli._common import (
 @reports_errors
 def demo(
     out: Annotated[Path | None, typer.Option("--out", help="Folder for model, predictions, table.")] = None,
-    epochs: Annotated[int, typer.Option("--epochs", min=1, help="Training epochs.")] = 60,
+    epochs: Annotated[int, typer.Option("--epochs", min=1, help="Training epochs.")] = 100,
     seed: Annotated[int, typer.Option("--seed", help="Seed of simulation, split and training.")] = 0,
     progress: Annotated[bool, typer.Option("--progress/--no-progress", help="Progress bar.")] = True,
     threads: ThreadsOption = None,
