@@ -152,17 +152,23 @@ def test_predict_refuses_to_overwrite_input(workdir):
     assert _sha(data) == digest
 
 
-def test_time_round_trip(tmp_path):
-    """A time-resolved model: numeric --times are parsed as numbers and written as numbers."""
+def _time_course(tmp_path, *train_options: str):
+    """Simulate paired counts over times 0, 1, 2 and train a time-resolved model on them with
+    ``train_options``; returns the data file and a target gene."""
     data = tmp_path / "paired.h5ad"
     assert _invoke("simulate", "counts", "--out", data, "--n-genes", "20", "--n-targets", "2",
                    "--n-pairs", "1", "--n-cells", "6", "--n-programs", "2", "--paired",
                    "--n-steps", "2").exit_code == 0
     result = _invoke("train", data, "--perturbation-key", "perturbation", "--control", "control",
-                     "--time-key", "time", "--max-epochs", "1", "--n-programs", "2", "--no-progress",
-                     "--out", tmp_path / "model")
+                     "--time-key", "time", *train_options, "--max-epochs", "1", "--n-programs",
+                     "2", "--no-progress", "--out", tmp_path / "model")
     assert result.exit_code == 0, result.output
-    target = str(ad.read_h5ad(data).uns["sim"]["targets"][0])
+    return data, str(ad.read_h5ad(data).uns["sim"]["targets"][0])
+
+
+def test_time_round_trip(tmp_path):
+    """A time-resolved model: numeric --times are parsed as numbers and written as numbers."""
+    data, target = _time_course(tmp_path)
     out = tmp_path / "pred.h5ad"
     result = _invoke("predict", tmp_path / "model", data, "--perturbations", target,
                      "--times", "1,2", "--out", out)
@@ -178,15 +184,7 @@ def test_time_round_trip(tmp_path):
 
 def test_time_unit_sets_the_latent_grid(tmp_path):
     """--time-unit 0.5 puts observed times 1 and 2 at latent steps 2 and 4, so 1.5 is on the grid."""
-    data = tmp_path / "paired.h5ad"
-    assert _invoke("simulate", "counts", "--out", data, "--n-genes", "20", "--n-targets", "2",
-                   "--n-pairs", "1", "--n-cells", "6", "--n-programs", "2", "--paired",
-                   "--n-steps", "2").exit_code == 0
-    result = _invoke("train", data, "--perturbation-key", "perturbation", "--control", "control",
-                     "--time-key", "time", "--time-unit", "0.5", "--max-epochs", "1",
-                     "--n-programs", "2", "--no-progress", "--out", tmp_path / "model")
-    assert result.exit_code == 0, result.output
-    target = str(ad.read_h5ad(data).uns["sim"]["targets"][0])
+    data, target = _time_course(tmp_path, "--time-unit", "0.5")
     out = tmp_path / "pred.h5ad"
     result = _invoke("predict", tmp_path / "model", data, "--perturbations", target,
                      "--times", "1,1.5,2", "--out", out)
