@@ -29,6 +29,10 @@ class TrainingConfig:
     """The distribution-match and invariance terms switch on at this epoch."""
     early_stopping_patience: int = 20
     """Epochs without a better validation loss before training stops (0: never stop early)."""
+    lr_decay_patience: int = 0
+    """Epochs without a better validation loss before the learning rate is multiplied by
+    ``lr_decay_factor`` (torch's ReduceLROnPlateau; 0: constant learning rate)."""
+    lr_decay_factor: float = 0.5
     cells_per_group: int = 128
     groups_per_batch: int = 4
     accumulate_grad_batches: int = 1
@@ -41,6 +45,10 @@ class TrainingConfig:
             raise CiteVAEError(f"max_epochs must be >= 1, got {self.max_epochs}")
         if self.learning_rate <= 0:
             raise CiteVAEError(f"learning_rate must be > 0, got {self.learning_rate}")
+        if self.lr_decay_patience < 0:
+            raise CiteVAEError(f"lr_decay_patience must be >= 0, got {self.lr_decay_patience}")
+        if not 0 < self.lr_decay_factor < 1:
+            raise CiteVAEError(f"lr_decay_factor must be in (0, 1), got {self.lr_decay_factor}")
         if self.accumulate_grad_batches < 1:
             raise CiteVAEError(f"accumulate_grad_batches must be >= 1, got {self.accumulate_grad_batches}")
 
@@ -76,11 +84,12 @@ class TrainingPlan(pl.LightningModule):
     """
 
     def __init__(self, module: CiteVAEModule, config: TrainingConfig,
-                 identity: dict | None = None) -> None:
+                 identity: dict | None = None, monitor: str = "val_loss") -> None:
         super().__init__()
         self.module = module
         self.config = config
         self.identity = identity or {}
+        self.monitor = monitor
 
     def weights(self) -> tuple[float, float]:
         """(kl_weight, match_weight) at the current epoch and step."""
@@ -141,6 +150,14 @@ class TrainingPlan(pl.LightningModule):
             self.log(f"{stage}_{name}", value, on_step=False, on_epoch=True, batch_size=size,
                      sync_dist=True)
 
-    def configure_optimizers(self) -> torch.optim.Optimizer:
-        return torch.optim.AdamW(self.module.parameters(), lr=self.config.learning_rate,
-                                 weight_decay=self.config.weight_decay)
+    def configure_optimizers(self) -> torch.optim.Optimizer | dict[str, Any]:
+        """AdamW; with ``lr_decay_patience`` also ReduceLROnPlateau on the monitored loss."""
+        cfg = self.config
+        optimizer = torch.optim.AdamW(self.module.parameters(), lr=cfg.learning_rate,
+                                      weight_decay=cfg.weight_decay)
+        if cfg.lr_decay_patience == 0:
+            return optimizer
+        scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
+            optimizer, factor=cfg.lr_decay_factor, patience=cfg.lr_decay_patience)
+        return {"optimizer": optimizer,
+                "lr_scheduler": {"scheduler": scheduler, "monitor": self.monitor, "interval": "epoch"}}

@@ -88,9 +88,9 @@ def fit(
             "delete it or choose another checkpoint folder to start over"
         )
     pl.seed_everything(config.seed, workers=True, verbose=False)
-    plan = TrainingPlan(module, config, identity)
     has_val = bool(getattr(datamodule, "val_groups", True))
     monitor = "val_loss" if has_val else "train_loss"
+    plan = TrainingPlan(module, config, identity, monitor)
     best, history = BestWeights(monitor), History()
     callbacks: list[pl.Callback] = [best, history]
     if config.early_stopping_patience > 0:
