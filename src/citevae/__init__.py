@@ -3,7 +3,7 @@
 from citevae import data, sim
 from citevae._settings import seed_everything, set_num_threads
 from citevae.data import Split, get_registry, setup_anndata
-from citevae.model import CiteVAE
+from citevae.model import CiteVAE, align_latents
 from citevae.module import ModuleConfig
 from citevae.train import TrainingConfig
 
@@ -15,6 +15,7 @@ __all__ = [
     "Split",
     "TrainingConfig",
     "__version__",
+    "align_latents",
     "data",
     "get_registry",
     "seed_everything",
