@@ -23,7 +23,6 @@ from citevae.errors import CiteVAEError
 __all__ = ["align_latents"]
 
 
-
 def align_latents(z: np.ndarray, condition: np.ndarray, previous: np.ndarray, control: str, *,
                   n_starts: int = 3, n_iterations: int = 3000,
                   seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -45,8 +44,8 @@ def align_latents(z: np.ndarray, condition: np.ndarray, previous: np.ndarray, co
     z = np.asarray(z, dtype=np.float64)
     condition = np.asarray(condition).astype(str)
     previous = np.asarray(previous)
-    if z.ndim != 2 or z.shape[1] == 0:
-        raise CiteVAEError(f"z must be 2-D (cells, programs), got shape {z.shape}")
+    if z.ndim != 2 or z.shape[0] < 2 or z.shape[1] == 0:
+        raise CiteVAEError(f"z must be 2-D (cells, programs) with >= 2 cells, got shape {z.shape}")
     for name, values in (("condition", condition), ("previous", previous)):
         if values.shape != (len(z),):
             raise CiteVAEError(f"{name} must have one entry per cell ({len(z)}), got shape "
@@ -61,7 +60,8 @@ def align_latents(z: np.ndarray, condition: np.ndarray, previous: np.ndarray, co
         raise CiteVAEError(f"align_latents needs transitions (cells with a previous observation) "
                            f"of the control condition {control!r}; found {len(from_control)}")
     generator = torch.Generator().manual_seed(seed)
-    standard = (z - z.mean(0)) / np.where(z.std(0) > 0, z.std(0), 1.0)
+    spread = z.std(0)
+    standard = (z - z.mean(0)) / np.where(spread > 0, spread, 1.0)
     states = torch.from_numpy(standard)
     drift = _fit_drift(states[previous[from_control]], states[from_control], generator,
                        max(1, n_iterations // 3))
