@@ -9,16 +9,20 @@ reach. The plain VAE's z gets the same alignment, to show what it adds without C
 Prints a table over seeds; the last line is ``MCC citevae=<mean> betavae=<mean>``, CITE-VAE with
 the alignment stage.
 
-    python benchmarks/identifiability.py [--seeds 0 1 2] [--epochs 30] [--individuals 200]
+    python benchmarks/identifiability.py [--seeds 0 1 2] [--epochs 30] [--individuals 200] [--jobs 3]
 """
 
 from __future__ import annotations
 
 import argparse
+import multiprocessing
 import time
+from concurrent.futures import ProcessPoolExecutor
+from functools import partial
 
 import numpy as np
 import pandas as pd
+import torch
 
 from citevae import CiteVAE, align_latents, get_registry, setup_anndata
 from citevae.metrics import mcc
@@ -77,34 +81,48 @@ def scored(seed: int, method: str, adata, z: np.ndarray, **model_flags) -> list[
              "MCC": aligned_mcc(adata, z, seed, **model_flags)}]
 
 
+def seed_rows(seed: int, epochs: int, individuals: int, threads: int | None = None) -> list[dict]:
+    """MCC rows of every method for one seed (``threads``: torch threads of this process)."""
+    if threads is not None:
+        torch.set_num_threads(threads)
+    start = time.perf_counter()
+    full = simulate(seed, None, individuals)
+    few = simulate(seed, 3, individuals)
+    many = simulate(seed, MANY_REGIMES, individuals * (2 * N_LATENTS + 1) // MANY_REGIMES)
+    no_lag = {"lagged": False}
+    rows = [
+        *scored(seed, "citevae", full, citevae_latent(full, seed, epochs)),
+        *scored(seed, "vae", full, vae_latent(full, seed, epochs, beta=1.0)),
+        {"seed": seed, "method": "betavae (beta=4)",
+         "MCC": mcc(full.obsm["z_true"], vae_latent(full, seed, epochs, 4.0))},
+        {"seed": seed, "method": f"vae (beta={PAIRED_HPARAMS['beta_z']}, CITE-VAE's)",
+         "MCC": mcc(full.obsm["z_true"], vae_latent(full, seed, epochs, PAIRED_HPARAMS["beta_z"]))},
+        *scored(seed, "citevae, 3 regimes", few, citevae_latent(few, seed, epochs)),
+        *scored(seed, "citevae, no lag", full, citevae_latent(full, seed, epochs, **no_lag),
+                **no_lag),
+        {"seed": seed, "method": f"citevae, {MANY_REGIMES} regimes (same cells)",
+         "MCC": mcc(many.obsm["z_true"], citevae_latent(many, seed, epochs))},
+    ]
+    print(f"seed {seed} done in {time.perf_counter() - start:.0f} s: "
+          + ", ".join(f"{row['method']} {row['MCC']:.3f}" for row in rows), flush=True)
+    return rows
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--epochs", type=int, default=30)
     parser.add_argument("--individuals", type=int, default=200)
+    parser.add_argument("--jobs", type=int, default=1,
+                        help="seeds run in parallel processes (one torch thread each)")
     args = parser.parse_args()
-    rows = []
-    for seed in args.seeds:
-        start = time.perf_counter()
-        full = simulate(seed, None, args.individuals)
-        few = simulate(seed, 3, args.individuals)
-        many = simulate(seed, MANY_REGIMES, args.individuals * (2 * N_LATENTS + 1) // MANY_REGIMES)
-        no_lag = {"lagged": False}
-        rows += [
-            *scored(seed, "citevae", full, citevae_latent(full, seed, args.epochs)),
-            *scored(seed, "vae", full, vae_latent(full, seed, args.epochs, beta=1.0)),
-            {"seed": seed, "method": "betavae (beta=4)",
-             "MCC": mcc(full.obsm["z_true"], vae_latent(full, seed, args.epochs, 4.0))},
-            {"seed": seed, "method": f"vae (beta={PAIRED_HPARAMS['beta_z']}, CITE-VAE's)",
-             "MCC": mcc(full.obsm["z_true"],
-                        vae_latent(full, seed, args.epochs, PAIRED_HPARAMS["beta_z"]))},
-            *scored(seed, "citevae, 3 regimes", few, citevae_latent(few, seed, args.epochs)),
-            *scored(seed, "citevae, no lag", full,
-                    citevae_latent(full, seed, args.epochs, **no_lag), **no_lag),
-            {"seed": seed, "method": f"citevae, {MANY_REGIMES} regimes (same cells)",
-             "MCC": mcc(many.obsm["z_true"], citevae_latent(many, seed, args.epochs))},
-        ]
-        print(f"seed {seed} done in {time.perf_counter() - start:.0f} s", flush=True)
+    run = partial(seed_rows, epochs=args.epochs, individuals=args.individuals,
+                  threads=1 if args.jobs > 1 else None)
+    if args.jobs > 1:
+        with ProcessPoolExecutor(args.jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
+            rows = [row for part in pool.map(run, args.seeds) for row in part]
+    else:
+        rows = [row for seed in args.seeds for row in run(seed)]
     table = pd.DataFrame(rows).groupby("method", sort=False)["MCC"].agg(["mean", "std", "count"])
     print(table.round(3).to_markdown())
     means = table["mean"]

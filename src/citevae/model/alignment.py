@@ -74,6 +74,9 @@ def align_latents(z: np.ndarray, condition: np.ndarray, previous: np.ndarray, co
         n_iterations: full-batch Adam steps (cosine-decayed learning rate) of each start and of
             the nonlinear stage.
         seed: seed of the starting points and of the networks' initial weights.
+
+    Returns:
+        ``Alignment``: the aligned programs (cells, n), the linear stage's W and the likelihood.
     """
     z, condition, previous = _checked(z, condition, previous, n_starts, n_iterations, warp_width)
     later = np.flatnonzero(previous >= 0)
