@@ -178,3 +178,16 @@ def test_linear_transition_is_linear() -> None:
                                rtol=1e-5, atol=1e-5)
     expected = z1 @ dyn.transition_state.weight.T + u1 @ dyn.transition_input.weight.T
     torch.testing.assert_close(dyn.transition(z1, u1), expected)
+
+
+@pytest.mark.parametrize("options", [{}, {"linear_transition": True}])
+def test_unperturbed_drift_is_the_same_under_every_perturbation(options: dict) -> None:
+    dyn = make(perturbed_drift=False, **options)
+    parameters = dyn.drift if not options else dyn.transition_state
+    with torch.no_grad():
+        for parameter in parameters.parameters():
+            parameter.normal_(generator=torch.Generator().manual_seed(35))
+    z_prev = randn(B, N, seed=36)
+    drift = dyn.transition(z_prev, torch.zeros(B, D))
+    assert not torch.equal(drift, z_prev)
+    assert torch.equal(dyn.transition(z_prev, randn(B, D, seed=37)), drift)

@@ -62,7 +62,7 @@ def align_latents(z: np.ndarray, condition: np.ndarray, previous: np.ndarray, co
         z: learned programs of every cell, (cells, n), e.g. ``CiteVAE.get_latent``'s z.
         condition: condition label of every cell (cells,), e.g. its perturbation.
         previous: row of each cell's previous observation of the same lineage, -1 if none
-            (cells,), as ``Registry.previous_observations`` gives it. The cells with a previous
+            (cells,), as ``DataRegistry.previous_observations`` gives it. The cells with a previous
             observation are the transitions scored.
         control: the label of the control condition (no edges, noise mean 0 and scale 1).
         lagged: score y_t given the drift h(y_{t-1}) (the model's ``lagged``); False scores y_t

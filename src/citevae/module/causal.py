@@ -28,6 +28,8 @@ class CausalDynamics(nn.Module):
         instantaneous: learn Lambda(u) (False: Lambda = 0, lag-only dynamics).
         lagged: learn h (False: h = 0, instantaneous-only dynamics).
         linear_transition: h(z, u) = A z + B u instead of z + MLP([z, u]).
+        perturbed_drift: u enters h (False: h(z) = z + MLP(z) or A z, the same drift for every
+            condition, so perturbations act only through the noise and the edges).
         nonlinear_mechanisms: parents enter as Lambda(u) tanh(z) (additive-noise, unit Jacobian).
     """
 
@@ -40,6 +42,7 @@ class CausalDynamics(nn.Module):
         lagged: bool = True,
         linear_transition: bool = False,
         nonlinear_mechanisms: bool = False,
+        perturbed_drift: bool = True,
     ) -> None:
         super().__init__()
         n, d = n_programs, n_embedding
@@ -48,6 +51,7 @@ class CausalDynamics(nn.Module):
         self.lagged = lagged
         self.linear_transition = linear_transition
         self.nonlinear_mechanisms = nonlinear_mechanisms
+        self.perturbed_drift = perturbed_drift
         self.register_buffer("strict_lower", torch.tril(torch.ones(n, n), diagonal=-1))
         self.edge_weights = nn.Parameter(0.01 * torch.randn(d, n, n))
         self.noise_mean = nn.Linear(d, n, bias=False)
@@ -55,11 +59,12 @@ class CausalDynamics(nn.Module):
         self.log_scale0 = nn.Parameter(torch.full((n,), -1.0))
         if linear_transition:
             self.transition_state = nn.Linear(n, n, bias=False)
-            self.transition_input = nn.Linear(d, n, bias=False)
             nn.init.eye_(self.transition_state.weight)
-            nn.init.zeros_(self.transition_input.weight)
+            if perturbed_drift:
+                self.transition_input = nn.Linear(d, n, bias=False)
+                nn.init.zeros_(self.transition_input.weight)
         else:
-            self.drift = mlp(n + d, n, n_hidden, 2)
+            self.drift = mlp(n + (d if perturbed_drift else 0), n, n_hidden, 2)
             nn.init.zeros_(self.drift[-1].weight)
             nn.init.zeros_(self.drift[-1].bias)
 
@@ -79,8 +84,10 @@ class CausalDynamics(nn.Module):
         if not self.lagged:
             return torch.zeros_like(z_prev)
         if self.linear_transition:
-            return self.transition_state(z_prev) + self.transition_input(u)
-        return z_prev + self.drift(torch.cat([z_prev, u], dim=-1))
+            drift = self.transition_state(z_prev)
+            return drift + self.transition_input(u) if self.perturbed_drift else drift
+        inputs = torch.cat([z_prev, u], dim=-1) if self.perturbed_drift else z_prev
+        return z_prev + self.drift(inputs)
 
     def parents(self, z: torch.Tensor, lam: torch.Tensor) -> torch.Tensor:
         """Instantaneous parent contribution Lambda z (or Lambda tanh(z)), (B, n)."""

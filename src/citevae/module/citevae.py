@@ -72,7 +72,8 @@ class CiteVAEModule(nn.Module):
         self.z0_prior = GaussianHead(cfg.n_invariant + n_cov, cfg.n_programs, hidden, 1)
         self.embedding = PerturbationEmbedding(descriptors, has_descriptor, cfg.n_embedding, hidden)
         self.dynamics = CausalDynamics(cfg.n_programs, cfg.n_embedding, hidden, cfg.instantaneous,
-                                       cfg.lagged, cfg.linear_transition, cfg.nonlinear_mechanisms)
+                                       cfg.lagged, cfg.linear_transition, cfg.nonlinear_mechanisms,
+                                       cfg.perturbed_drift)
         self.decoder = decoder(cfg.architecture, cfg.n_programs + cfg.n_invariant + n_cov, cfg.n_genes,
                                hidden, layers, drop, **image)
         self.log_dispersion = nn.Parameter(torch.zeros(cfg.n_genes))

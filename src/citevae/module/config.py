@@ -45,6 +45,9 @@ class ModuleConfig:
     """h(z_{t-1}, u) = z + Delta(z, u); off = z_t depends on z_{t-1} only through identity."""
     linear_transition: bool = False
     """h(z, u) = A z + B u (ablation) instead of the MLP drift."""
+    perturbed_drift: bool = True
+    """u enters the lagged transition h(z, u) (MODEL.md); False: one drift h(z) for every condition,
+    so perturbations act only through the noise and the causal edges."""
     nonlinear_mechanisms: bool = False
     """z_i = sum_j Lambda_ij(u) tanh(z_j) + ... instead of linear parents (log|det| stays 0)."""
     beta_c: float = 0.01
