@@ -58,13 +58,12 @@ def citevae_latent(adata, seed: int, epochs: int, **hparams) -> np.ndarray:
     return model.get_latent(inplace=False)["z"]
 
 
-def aligned_mcc(adata, z: np.ndarray, seed: int, **model_flags) -> float:
-    """MCC of z after ``align_latents`` on the lineages and regimes of ``adata``, under the
-    transition density of a model with ``model_flags`` (``lagged``, ``instantaneous``)."""
+def aligned(adata, z: np.ndarray, seed: int, **model_flags) -> np.ndarray:
+    """z after ``align_latents`` on the lineages and regimes of ``adata``, under the transition
+    density of a model with ``model_flags`` (``lagged``, ``instantaneous``)."""
     previous = get_registry(adata).previous_observations(adata, adata.obs["time"].to_numpy())
-    aligned = align_latents(z, adata.obs["perturbation"].to_numpy(), previous, "control",
-                            seed=seed, **model_flags)
-    return mcc(adata.obsm["z_true"], aligned.programs)
+    return align_latents(z, adata.obs["perturbation"].to_numpy(), previous, "control",
+                         seed=seed, **model_flags).programs
 
 
 def vae_latent(adata, seed: int, epochs: int, beta: float) -> np.ndarray:
@@ -73,12 +72,15 @@ def vae_latent(adata, seed: int, epochs: int, beta: float) -> np.ndarray:
     return model.get_latent()
 
 
+def row(seed: int, method: str, adata, z: np.ndarray) -> dict:
+    """One table row: the MCC of ``z`` against the true programs of ``adata``."""
+    return {"seed": seed, "method": method, "MCC": mcc(adata.obsm["z_true"], z)}
+
+
 def scored(seed: int, method: str, adata, z: np.ndarray, **model_flags) -> list[dict]:
-    """Rows of the MCC of ``z`` and of z after ``aligned_mcc``."""
-    truth = adata.obsm["z_true"]
-    return [{"seed": seed, "method": method, "MCC": mcc(truth, z)},
-            {"seed": seed, "method": f"{method} + alignment",
-             "MCC": aligned_mcc(adata, z, seed, **model_flags)}]
+    """Rows of the MCC of ``z`` and of z after ``aligned``."""
+    return [row(seed, method, adata, z),
+            row(seed, f"{method} + alignment", adata, aligned(adata, z, seed, **model_flags))]
 
 
 def seed_rows(seed: int, epochs: int, individuals: int, threads: int | None = None) -> list[dict]:
@@ -93,18 +95,17 @@ def seed_rows(seed: int, epochs: int, individuals: int, threads: int | None = No
     rows = [
         *scored(seed, "citevae", full, citevae_latent(full, seed, epochs)),
         *scored(seed, "vae", full, vae_latent(full, seed, epochs, beta=1.0)),
-        {"seed": seed, "method": "betavae (beta=4)",
-         "MCC": mcc(full.obsm["z_true"], vae_latent(full, seed, epochs, 4.0))},
-        {"seed": seed, "method": f"vae (beta={PAIRED_HPARAMS['beta_z']}, CITE-VAE's)",
-         "MCC": mcc(full.obsm["z_true"], vae_latent(full, seed, epochs, PAIRED_HPARAMS["beta_z"]))},
+        row(seed, "betavae (beta=4)", full, vae_latent(full, seed, epochs, 4.0)),
+        row(seed, f"vae (beta={PAIRED_HPARAMS['beta_z']}, CITE-VAE's)", full,
+            vae_latent(full, seed, epochs, PAIRED_HPARAMS["beta_z"])),
         *scored(seed, "citevae, 3 regimes", few, citevae_latent(few, seed, epochs)),
         *scored(seed, "citevae, no lag", full, citevae_latent(full, seed, epochs, **no_lag),
                 **no_lag),
-        {"seed": seed, "method": f"citevae, {MANY_REGIMES} regimes (same cells)",
-         "MCC": mcc(many.obsm["z_true"], citevae_latent(many, seed, epochs))},
+        row(seed, f"citevae, {MANY_REGIMES} regimes (same cells)", many,
+            citevae_latent(many, seed, epochs)),
     ]
     print(f"seed {seed} done in {time.perf_counter() - start:.0f} s: "
-          + ", ".join(f"{row['method']} {row['MCC']:.3f}" for row in rows), flush=True)
+          + ", ".join(f"{r['method']} {r['MCC']:.3f}" for r in rows), flush=True)
     return rows
 
 
@@ -120,9 +121,9 @@ def main() -> None:
                   threads=1 if args.jobs > 1 else None)
     if args.jobs > 1:
         with ProcessPoolExecutor(args.jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
-            rows = [row for part in pool.map(run, args.seeds) for row in part]
+            rows = [r for part in pool.map(run, args.seeds) for r in part]
     else:
-        rows = [row for seed in args.seeds for row in run(seed)]
+        rows = [r for seed in args.seeds for r in run(seed)]
     table = pd.DataFrame(rows).groupby("method", sort=False)["MCC"].agg(["mean", "std", "count"])
     print(table.round(3).to_markdown())
     means = table["mean"]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from citevae import CiteVAE, get_registry, setup_anndata
 from citevae.errors import CiteVAEError
 from citevae.metrics import mcc
 from citevae.model.alignment import align_latents
@@ -107,3 +108,30 @@ def test_bad_options_are_named(option):
     z, condition, previous = random_walks()
     with pytest.raises(CiteVAEError, match="n_starts and n_iterations must be >= 1"):
         align_latents(z, condition, previous, "control", **option)
+
+
+def trained_on_vector_data(**registration) -> tuple[CiteVAE, object]:
+    """A small CITE-VAE trained briefly on the vector simulator's regimes over time."""
+    adata = simulate_vector(n_latents=3, n_individuals_per_regime=8, seed=1)
+    setup_anndata(adata, perturbation_key="perturbation", control="control", time_key="time",
+                  scale="continuous", **registration)
+    model = CiteVAE(adata, n_programs=3, n_invariant=2, n_hidden=16, seed=0)
+    model.train(max_epochs=2, seed=0, progress_bar=False)
+    return model, adata
+
+
+def test_model_aligns_its_programs_over_the_lineages_of_the_data():
+    model, adata = trained_on_vector_data(lineage_key="individual")
+    options = {"warp_width": 0, "n_starts": 1, "n_iterations": 20}
+    aligned = model.aligned_programs(**options)
+    previous = get_registry(adata).previous_observations(adata, adata.obs["time"].to_numpy())
+    by_hand = align_latents(model.get_latent(inplace=False)["z"], adata.obs["perturbation"],
+                            previous, "control", **options)
+    assert aligned.programs.shape == (adata.n_obs, 3)
+    np.testing.assert_array_equal(aligned.programs, by_hand.programs)
+
+
+def test_model_alignment_needs_lineages():
+    model, _ = trained_on_vector_data()
+    with pytest.raises(CiteVAEError, match="lineage_key"):
+        model.aligned_programs()

@@ -19,6 +19,7 @@ from citevae.data.splits import Split
 from citevae.data.validate import check_anndata
 from citevae.errors import CiteVAEError, VocabularyError, format_names
 from citevae.model import io
+from citevae.model.alignment import Alignment, align_latents
 from citevae.model.prediction import build_prediction_rows, predictions_to_anndata
 from citevae.model.tensors import cell_tensors, iter_cell_tensors
 from citevae.module.citevae import CiteVAEModule
@@ -264,6 +265,27 @@ class CiteVAE:
             steps = torch.full((len(x),), n_steps, dtype=torch.long)
             path = self.module.dynamics.rollout(inf.z, u, steps, sample=False, return_path=True)
         return path.numpy()
+
+    def aligned_programs(self, adata: AnnData | None = None, **options) -> Alignment:
+        """The programs of every cell, aligned under the model's own transition density.
+
+        ``align_latents`` on the posterior means of z (``get_latent``), with the conditions, latent
+        steps and lineages of ``adata`` and the model's ``lagged`` / ``instantaneous`` options: the
+        full-batch stage that pins the orientation minibatch training leaves loose (an analysis
+        of the latents; predictions do not use it). Needs lineages (a registered ``lineage_key``)
+        with repeated observations, including control ones. ``options`` go to ``align_latents``
+        (``warp_width``, ``n_starts``, ``n_iterations``, ``seed``).
+        """
+        self._check_trained()
+        adata = self.adata if adata is None else adata
+        if self.registry.lineage_key is None:
+            raise CiteVAEError("aligned_programs needs lineages (cells observed repeatedly): "
+                               "register a lineage_key with setup_anndata")
+        cells = self.registry.encode(adata, self.config.n_steps)
+        z = self.get_latent(adata, inplace=False)["z"]
+        return align_latents(z, cells.conditions, cells.previous, self.registry.control,
+                             lagged=self.config.lagged, instantaneous=self.config.instantaneous,
+                             **options)
 
     def causal_graph(self, perturbation: str) -> pd.DataFrame:
         """Lambda(u) of ``perturbation`` as an (n, n) DataFrame: entry [i, j] = weight of j -> i."""
