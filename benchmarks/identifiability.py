@@ -4,8 +4,9 @@ CITE-VAE against a plain VAE and a beta-VAE of the same width on the same data (
 2n + 1 regimes, nonlinear mixing), plus the ablations of MODEL.md section 7 (fewer regimes, no lag)
 and more regimes than 2n + 1. "+ alignment" rows score the same z after ``citevae.align_latents``:
 a full-batch fit of a linear map plus a small warp under the transition density of the model that
-was trained (the no-lag model's without the drift), the stage that minibatch training does not
-reach. The plain VAE's z gets the same alignment, to show what it adds without CITE-VAE's training.
+was trained, with one drift shared by all regimes (the no-lag model's without a drift), the stage
+that minibatch training does not reach. The plain VAE's z gets the same alignment, to show what
+it adds without CITE-VAE's training.
 Prints a table over seeds; the last line is ``MCC citevae=<mean> betavae=<mean>``, CITE-VAE with
 the alignment stage.
 

@@ -9,6 +9,8 @@ standardised), every transition of a lineage in condition k is scored under MODE
     (I - L_k) y_t - h(y_{t-1}) - m_k ~ N(0, diag s_k^2),   h(y) = y + MLP(y) shared by all k,
 
 with L_k strictly lower-triangular and L = 0, m = 0, s = 1 at control, plus log|det dG/dz| at y_t.
+This is the model's transition with the drift shared by all conditions (``perturbed_drift=False``;
+with the default, a condition's own drift is represented here only by its constant m_k).
 Because the drift h is shared and sits inside (I - L_k)^{-1}, a rotation cannot be absorbed by the
 condition-specific edges (without the lag it can: any covariance has an LDL factorisation in a
 fixed order), so y is identified up to permutation and scale when edges and noise vary.

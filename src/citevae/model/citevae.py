@@ -267,7 +267,7 @@ class CiteVAE:
         return path.numpy()
 
     def aligned_programs(self, adata: AnnData | None = None, **options) -> Alignment:
-        """The programs of every cell, aligned under the model's own transition density.
+        """The programs of every cell, aligned under the model's transition density.
 
         ``align_latents`` on the posterior means of z (``get_latent``), with the conditions, latent
         steps and lineages of ``adata`` and the model's ``lagged`` / ``instantaneous`` options: the
