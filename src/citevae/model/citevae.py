@@ -275,6 +275,9 @@ class CiteVAE:
         of the latents; predictions do not use it). Needs lineages (a registered ``lineage_key``)
         with repeated observations, including control ones. ``options`` go to ``align_latents``
         (``warp_width``, ``n_starts``, ``n_iterations``, ``seed``).
+
+        Returns:
+            ``Alignment``: programs (cells, n_programs), the linear stage's map and the likelihood.
         """
         self._check_trained()
         adata = self.adata if adata is None else adata
