@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import torch
 from torch import nn
-from torch.distributions import NegativeBinomial, Normal
+from torch.distributions import Normal
 
+from citevae.module import observation
 from citevae.module.causal import CausalDynamics
 from citevae.module.config import ModuleConfig
 from citevae.module.conv import decoder, gaussian_encoders
@@ -115,10 +115,7 @@ class CiteVAEModule(nn.Module):
 
     def likelihood(self, mean: torch.Tensor) -> torch.distributions.Distribution:
         """p(x | z, c, s) given the mean on the data scale."""
-        if self.config.likelihood == "nb":
-            theta = self.log_dispersion.exp()
-            return NegativeBinomial(total_count=theta, logits=torch.log(mean + 1e-8) - torch.log(theta))
-        return Normal(mean, self.log_dispersion.exp())
+        return observation.distribution(mean, self.config.likelihood, self.log_dispersion)
 
     def embed(self, targets: torch.Tensor, descriptors: torch.Tensor | None = None,
               has_descriptor: torch.Tensor | None = None) -> torch.Tensor:
@@ -282,30 +279,13 @@ class CiteVAEModule(nn.Module):
         return logits
 
     def _log_normaliser(self, x: torch.Tensor) -> torch.Tensor:
-        """The part of log p(x | mean) that does not depend on the mean, summed over genes, (B,).
-
-        NB: lgamma(x + theta) - lgamma(x + 1) - lgamma(theta); Gaussian: -log sigma - log(2 pi) / 2.
-        Computed once per batch and shared by the reconstruction and population terms (the
-        lgamma calls and their digamma gradients dominate a training step's time).
-        """
-        if self.config.likelihood == "nb":
-            theta = self.log_dispersion.exp()
-            return (torch.lgamma(x + theta) - torch.lgamma(x + 1.0)).sum(-1) - torch.lgamma(theta).sum()
-        return -(self.log_dispersion.sum() + 0.5 * math.log(2 * math.pi) * x.shape[-1]).expand(x.shape[0])
+        """``observation.log_normaliser`` of x (B,), shared by the reconstruction and population
+        terms of a batch."""
+        return observation.log_normaliser(x, self.config.likelihood, self.log_dispersion)
 
     def _log_kernel(self, x: torch.Tensor, mean: torch.Tensor) -> torch.Tensor:
-        """log p(x | mean) - ``_log_normaliser(x)``, summed over genes, (B,); with the normaliser it
-        equals ``likelihood(mean).log_prob(x).sum(-1)``.
-
-        NB with logits l = log(mean + 1e-8) - log(theta), r = e^l: theta logsigmoid(-l) +
-        x logsigmoid(l) = x log(r) - (theta + x) log1p(r) (one log and one log1p per entry);
-        Gaussian: -(x - mean)^2 / (2 sigma^2).
-        """
-        if self.config.likelihood == "nb":
-            theta = self.log_dispersion.exp()
-            ratio = (mean + 1e-8) / theta
-            return (x * torch.log(ratio) - (theta + x) * torch.log1p(ratio)).sum(-1)
-        return -((x - mean) / self.log_dispersion.exp()).pow(2).sum(-1) / 2
+        """``observation.log_kernel``: log p(x | mean) - ``_log_normaliser(x)``, (B,)."""
+        return observation.log_kernel(x, mean, self.config.likelihood, self.log_dispersion)
 
     # prediction ----------------------------------------------------------------------------
     @torch.no_grad()
@@ -332,54 +312,19 @@ class CiteVAEModule(nn.Module):
             return {"expression": expression, "log1p": expression, "z": z, "c": inf.c}
         if sample:
             counts = self._draw(mean, generator)
-            return {"expression": counts, "log1p": self._log1p_normalise(counts), "z": z, "c": inf.c}
+            log1p = observation.log1p_normalise(counts, self.config.library_scale)
+            return {"expression": counts, "log1p": log1p, "z": z, "c": inf.c}
         return {"expression": mean, "log1p": self.expected_log1p(mean, library), "z": z, "c": inf.c}
 
-    def expected_log1p(self, mean: torch.Tensor, library: torch.Tensor, max_count: int = 64,
-                       rows_per_chunk: int = 32) -> torch.Tensor:
-        """E[log1p(x / library * library_scale)] for x ~ NB(mean, theta), (B, G).
-
-        Exact (a sum over counts 0..max_count) where the mean + 10 sd lies within ``max_count``;
-        elsewhere the second-order expansion log1p(a m) - a^2 var / (2 (1 + a m)^2), accurate for
-        the large counts it is used on. No sampling, so predictions are deterministic.
-        """
-        theta = self.log_dispersion.exp()
-        variance = mean + mean.pow(2) / theta
-        scale = self.config.library_scale / library.unsqueeze(-1)
-        expansion = torch.log1p(scale * mean) - scale.pow(2) * variance / (2 * (1 + scale * mean).pow(2))
-        small = mean + 10 * variance.sqrt() <= max_count
-        counts = torch.arange(max_count + 1, dtype=mean.dtype, device=mean.device).view(-1, 1, 1)
-        exact = []
-        for start in range(0, mean.shape[0], rows_per_chunk):
-            block = slice(start, start + rows_per_chunk)
-            pmf = _nb_pmf(mean[block], theta, max_count)
-            exact.append((pmf * torch.log1p(counts * scale[block].unsqueeze(0))).sum(0))
-        return torch.where(small, torch.cat(exact), expansion)
-
-    def _log1p_normalise(self, counts: torch.Tensor) -> torch.Tensor:
-        """log1p(counts / total * library_scale) per cell, as the data are normalised."""
-        total = counts.sum(-1, keepdim=True).clamp_min(1.0)
-        return torch.log1p(counts / total * self.config.library_scale)
+    def expected_log1p(self, mean: torch.Tensor, library: torch.Tensor) -> torch.Tensor:
+        """E[log1p(x / library * library_scale)] for x ~ NB(mean, theta), (B, G)
+        (``observation.expected_log1p``)."""
+        return observation.expected_log1p(mean, library, self.log_dispersion,
+                                          self.config.library_scale)
 
     def _draw(self, mean: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
-        """A draw of the likelihood with ``generator`` (gamma-Poisson for NB)."""
-        scale = self.log_dispersion.exp()
-        if self.config.likelihood == "nb":
-            shape = scale.expand_as(mean).contiguous()
-            rate = torch._standard_gamma(shape, generator=generator) * mean / scale
-            return torch.poisson(rate, generator=generator)
-        noise = torch.randn(mean.shape, generator=generator, dtype=mean.dtype, device=mean.device)
-        return mean + scale * noise
-
-
-def _nb_pmf(mean: torch.Tensor, theta: torch.Tensor, max_count: int) -> torch.Tensor:
-    """NB(mean, theta) probabilities of counts 0..max_count, (max_count + 1, B, G), by the
-    recurrence P(k + 1) = P(k) (k + theta) / (k + 1) * mean / (theta + mean)."""
-    success = mean / (theta + mean)
-    first = torch.exp(theta * (torch.log(theta) - torch.log(theta + mean)))
-    k = torch.arange(max_count, dtype=mean.dtype, device=mean.device).view(-1, 1, 1)
-    ratios = (k + theta) / (k + 1) * success
-    return first * torch.cat([torch.ones_like(first).unsqueeze(0), torch.cumprod(ratios, 0)])
+        """A draw of the likelihood with ``generator`` (``observation.draw``)."""
+        return observation.draw(mean, self.config.likelihood, self.log_dispersion, generator)
 
 
 def _lineage_spread(c_mean: torch.Tensor, previous: torch.Tensor | None) -> torch.Tensor:

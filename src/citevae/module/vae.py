@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import torch
 from torch import nn
-from torch.distributions import NegativeBinomial, Normal
 
+from citevae.module import observation
 from citevae.module.citevae import LossOutput
 from citevae.module.conv import Architecture, decoder, gaussian_encoders
 from citevae.module.networks import gaussian_kl, one_hot_covariates, reparameterize
@@ -51,12 +51,8 @@ class PlainVAEModule(nn.Module):
         x, library, cov = batch["x"], batch["library"], batch["covariates"]
         mean, log_var, z = self.inference(x, library, cov)
         out = self.decoder(torch.cat([z, one_hot_covariates(cov, self.covariate_sizes)], -1))
-        scale = self.log_dispersion.exp()
-        if self.likelihood_name == "nb":
-            mu = library.unsqueeze(-1) * torch.softmax(out, -1)
-            dist = NegativeBinomial(total_count=scale, logits=torch.log(mu + 1e-8) - torch.log(scale))
-        else:
-            dist = Normal(out, scale)
+        expression = library.unsqueeze(-1) * torch.softmax(out, -1) if self.likelihood_name == "nb" else out
+        dist = observation.distribution(expression, self.likelihood_name, self.log_dispersion)
         reconstruction = -dist.log_prob(x).sum(-1).mean()
         kl = gaussian_kl(mean, log_var).mean()
         loss = reconstruction + kl_weight * self.beta * kl
