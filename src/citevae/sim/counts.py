@@ -21,6 +21,7 @@ Contexts ("cell_type"): context i shifts the mean of c and of z_0 (context 0 uns
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from itertools import combinations
 from typing import Any
 
@@ -29,7 +30,7 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
-from citevae.errors import CiteVAEError
+from citevae.errors import CiteVAEError, format_names
 from citevae.sim._mechanisms import (
     Basal,
     Transition,
@@ -81,6 +82,111 @@ def gene_logits(z: np.ndarray, c: np.ndarray, sim: dict[str, Any]) -> np.ndarray
         + c @ np.asarray(sim["decoder_c_loadings"]).T
         + hidden @ np.asarray(sim["decoder_V"]).T
     )
+
+
+def _draw_counts(
+    z: np.ndarray, c: np.ndarray, sim: dict[str, Any], rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray]:
+    """NB counts (N, G) float32 of cells with programs z (N, n) and state c (N, m), and the drawn
+    size factors (N,): library sizes lognormal around ``mean_library_size``, mean = size * softmax
+    of the decoder logits, counts ~ Poisson(Gamma(theta, mean / theta))."""
+    logits = gene_logits(z, c, sim)
+    probs = np.exp(logits - logits.max(1, keepdims=True))
+    probs /= probs.sum(1, keepdims=True)
+    size = float(sim["mean_library_size"]) * np.exp(
+        LIBRARY_SIGMA * rng.standard_normal(len(probs)) - LIBRARY_SIGMA**2 / 2
+    )
+    mean = size[:, None] * probs
+    theta = float(sim["dispersion"])
+    rate = mean if np.isinf(theta) else rng.gamma(theta, mean / theta)
+    return rng.poisson(rate).astype(np.float32), size
+
+
+def counterfactual_counts(
+    adata: ad.AnnData, perturbation: str, cells: Sequence[str] | np.ndarray | None = None,
+    seed: int = 0,
+) -> ad.AnnData:
+    """Ground-truth counterfactual: cells of ``simulate_counts`` data rolled out under a perturbation.
+
+    Each source cell (observed at t = 0) keeps its true invariant state and basal programs
+    (``obsm["c_true"]``, ``obsm["z_true"]``) and is rolled ``n_steps`` latent steps forward under the
+    true mechanism of ``perturbation``, then drawn as NB counts, exactly as the simulator draws its
+    perturbed cells. Since a condition's mechanism is the sum of its targets', any combination of
+    simulated targets can be asked for, including pairs the data never held.
+
+    Args:
+        adata: output of ``simulate_counts`` (its ``uns["sim"]``, ``obsm`` and ``obs`` are read;
+            X may have been normalised since).
+        perturbation: "control", a target ("G0012") or targets joined by "+" ("G0012+G0040").
+        cells: obs names or a boolean mask of source cells, all at time 0 (default: every control
+            cell at time 0).
+        seed: seed of the latent noise and count draws.
+
+    Returns:
+        AnnData (cells, G), X CSR float32 counts, obs "perturbation", "time" (n_steps),
+        "source_cell", "cell_type" and "library_size"; obsm "z_true" (at n_steps) and "c_true".
+    """
+    sim = adata.uns.get("sim", {})
+    if sim.get("kind") != "counts":
+        raise CiteVAEError("adata is not output of simulate_counts (uns['sim']['kind'] != 'counts')")
+    targets = [str(t) for t in np.asarray(sim["targets"])]
+    members = [] if perturbation == "control" else str(perturbation).split("+")
+    unknown = [t for t in members if t not in targets]
+    if unknown:
+        raise CiteVAEError(f"perturbation {perturbation!r}: unknown target(s) {unknown}; simulated "
+                           f"targets: {format_names(targets)}")
+    if len(set(members)) < len(members):
+        raise CiteVAEError(f"perturbation {perturbation!r}: repeated target")
+    source = _source_cells(adata, cells)
+    ks = [targets.index(t) for t in members]
+    weights = np.asarray(sim["target_weights"])[ks].sum(0)
+    noise_mean = np.asarray(sim["target_noise_mean"])[ks].sum(0)
+    noise_scale = np.exp(np.asarray(sim["target_noise_logscale"])[ks].sum(0))
+    rng = np.random.default_rng(seed)
+    n_steps = int(sim["n_steps"])
+    z, _ = rollout(adata.obsm["z_true"][source], weights, noise_mean, noise_scale,
+                   Transition.from_uns(sim), n_steps, rng)
+    c = adata.obsm["c_true"][source]
+    counts, _ = _draw_counts(z[-1], c, sim, rng)
+    obs = pd.DataFrame(
+        {
+            "perturbation": pd.Categorical([perturbation] * len(source)),
+            "time": np.full(len(source), n_steps),
+            "source_cell": adata.obs_names[source].to_numpy(),
+            "cell_type": adata.obs["cell_type"].to_numpy()[source],
+            "library_size": counts.sum(1).astype(np.float64),
+        },
+        index=[f"counterfactual{i}" for i in range(len(source))],
+    )
+    out = ad.AnnData(X=sp.csr_matrix(counts), obs=obs, var=pd.DataFrame(index=adata.var_names))
+    out.obsm["z_true"] = z[-1]
+    out.obsm["c_true"] = c
+    return out
+
+
+def _source_cells(adata: ad.AnnData, cells: Sequence[str] | np.ndarray | None) -> np.ndarray:
+    """Row indices of the source cells (default: control cells at time 0); refuses cells not at
+    time 0 or not in ``adata``, naming them."""
+    time = adata.obs["time"].to_numpy()
+    if cells is None:
+        mask = (adata.obs["perturbation"].astype(str).to_numpy() == "control") & (time == 0)
+        return np.flatnonzero(mask)
+    cells = np.asarray(cells)
+    if cells.dtype == bool:
+        if cells.shape != (adata.n_obs,):
+            raise CiteVAEError(f"cells mask has shape {cells.shape}, expected ({adata.n_obs},)")
+        index = np.flatnonzero(cells)
+    else:
+        index = adata.obs_names.get_indexer(cells.astype(str))
+        missing = cells[index < 0]
+        if len(missing):
+            raise CiteVAEError(f"cells not in adata: {format_names(list(missing))}")
+    if not len(index):
+        raise CiteVAEError("no source cells selected")
+    later = adata.obs_names[index[time[index] != 0]]
+    if len(later):
+        raise CiteVAEError(f"source cells must be observed at time 0; not: {format_names(list(later))}")
+    return index
 
 
 def _check_args(
@@ -243,16 +349,7 @@ def simulate_counts(
         "library_sigma": LIBRARY_SIGMA,
         "noise_true_t0": "basal deviation z_0 - mu_0(c) - context shift",
     }
-    logits = gene_logits(v["z"], v["c"], sim)
-    probs = np.exp(logits - logits.max(1, keepdims=True))
-    probs /= probs.sum(1, keepdims=True)
-    size = a["mean_library_size"] * np.exp(
-        LIBRARY_SIGMA * rng.standard_normal(len(probs)) - LIBRARY_SIGMA**2 / 2
-    )
-    mean = size[:, None] * probs
-    theta = a["dispersion"]
-    rate = mean if np.isinf(theta) else rng.gamma(theta, mean / theta)
-    counts = rng.poisson(rate).astype(np.float32)
+    counts, size = _draw_counts(v["z"], v["c"], sim, rng)
 
     width = len(str(max(n_ind - 1, 0)))
     obs = pd.DataFrame(
