@@ -47,7 +47,7 @@ def make_module(registry, likelihood: str, seed: int = 0, **options) -> CiteVAEM
     ("nb", {}),
     ("gaussian", {}),
     ("nb", {"nonlinear_mechanisms": True, "distribution_distance": "energy"}),
-    ("gaussian", {"linear_transition": True}),
+    ("gaussian", {"linear_transition": True, "lambda_latent": 1.0}),
 ])
 def test_loss_is_finite_with_gradients_everywhere(counts_data, likelihood, options) -> None:
     adata, registry = counts_data
@@ -59,11 +59,12 @@ def test_loss_is_finite_with_gradients_everywhere(counts_data, likelihood, optio
     out = module.loss(batch)
     assert out.loss.ndim == 0 and torch.isfinite(out.loss)
     expected = {"reconstruction", "kl_c", "kl_z0", "kl_zt", "distribution", "population", "invariance",
-                "lineage", "sparsity", "residual", "log_det"}
+                "latent", "lineage", "sparsity", "residual", "log_det"}
     assert set(out.terms) == expected
     assert all(torch.isfinite(v) for v in out.terms.values())
     assert out.terms["log_det"] == 0.0
     assert out.terms["distribution"] > 0 and out.terms["population"] > 0 and out.terms["kl_zt"] != 0
+    assert (out.terms["latent"] > 0) == bool(module.config.lambda_latent)  # computed only if weighted
     out.loss.backward()
     lacking = [name for name, p in module.named_parameters()
                if p.requires_grad and (p.grad is None or not torch.isfinite(p.grad).all())]
@@ -86,6 +87,20 @@ def test_loss_weights_switch_terms_off(counts_data) -> None:
                 + cfg.lambda_residual * t["residual"])
     torch.testing.assert_close(bare.loss, expected)
     assert full.loss > bare.loss
+
+
+def test_latent_match_enters_with_its_weight(counts_data) -> None:
+    """lambda_latent (default 0, term not computed) adds exactly lambda * the latent term."""
+    adata, registry = counts_data
+    batch = batch_of(adata, registry)
+    module = make_module(registry, "nb")
+    weighted = make_module(registry, "nb", lambda_latent=2.5)
+    torch.manual_seed(3)
+    plain = module.loss(batch)
+    torch.manual_seed(3)
+    out = weighted.loss(batch)
+    assert plain.terms["latent"] == 0 and out.terms["latent"] > 0
+    torch.testing.assert_close(out.loss - plain.loss, 2.5 * out.terms["latent"])
 
 
 def test_reconstruction_matches_likelihood(counts_data) -> None:

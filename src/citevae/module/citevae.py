@@ -158,7 +158,8 @@ class CiteVAEModule(nn.Module):
             reconstruction
             + kl_weight * (cfg.beta_c * kl_c + cfg.beta_0 * terms["kl_z0"] + cfg.beta_z * terms["kl_zt"])
             + match_weight * (cfg.alpha * terms["distribution"] + cfg.gamma * terms["population"]
-                              + cfg.lambda_invariance * terms["invariance"])
+                              + cfg.lambda_invariance * terms["invariance"]
+                              + cfg.lambda_latent * terms["latent"])
             + cfg.lambda_lineage * terms["lineage"]
             + cfg.lambda_sparsity * terms["sparsity"]
             + cfg.lambda_residual * terms["residual"]
@@ -199,13 +200,17 @@ class CiteVAEModule(nn.Module):
         - population: mismatch of the real cells' mean expression and the rollouts' mean
           (``_population_term``; the Gaussian one shares the reconstruction's per-cell
           ``normaliser`` (B,));
+        - latent (only when ``lambda_latent`` > 0): energy distance between the rollouts' z and
+          the posterior draws of z of the real cells, each program divided by its spread among
+          the rollouts' sources (detached);
         - invariance: MMD between q(c) means of the group's perturbed and control cells.
         Each is a mean over the groups it applies to. The controls of all groups are rolled out
         and decoded together (one pass); only the distances are computed group by group.
         """
         group, role, step = batch["group"], batch["role"], batch["step"]
         distance = mmd if self.config.distribution_distance == "mmd" else energy_distance
-        terms: dict[str, list[torch.Tensor]] = {"distribution": [], "population": [], "invariance": []}
+        terms: dict[str, list[torch.Tensor]] = {"distribution": [], "population": [], "invariance": [],
+                                                "latent": []}
         rolled: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []  # source, target, step
         for g in torch.unique(group[group >= 0]):
             source = torch.nonzero((group == g) & (role == ROLE_SOURCE)).squeeze(-1)
@@ -225,6 +230,7 @@ class CiteVAEModule(nn.Module):
             u_source = torch.cat([u[t[0]].expand(len(s), -1) for s, t, _ in rolled])
             steps = torch.cat([n.expand(len(s)) for s, _, n in rolled])
             z_pred = self.dynamics.rollout(inf.z[source], u_source, steps, sample=True)
+            spread = inf.z[source].detach().std(0).clamp_min(1e-3)
             all_logits = self.decode_logits(z_pred, inf.c[source], batch["covariates"][source])
             all_predicted = self._log1p_of_logits(all_logits)
             offset = 0
@@ -233,6 +239,9 @@ class CiteVAEModule(nn.Module):
                 offset += len(source)
                 observed = self._log1p_of_logits(logits[target])
                 terms["distribution"].append(distance(all_predicted[rows], observed))
+                if self.config.lambda_latent:
+                    terms["latent"].append(energy_distance(z_pred[rows] / spread,
+                                                           inf.z[target] / spread))
                 terms["population"].append(self._population_term(
                     all_logits[rows], batch["x"][target], batch["library"][target], normaliser[target]))
         zero = inf.z.new_zeros(())

@@ -73,6 +73,12 @@ class ModuleConfig:
     lambda_sparsity: float = 1e-3
     lambda_residual: float = 1e-2
     lambda_invariance: float = 1.0
+    lambda_latent: float = 0.0
+    """Weight of the latent match: energy distance between the rollouts' programs and the encoded
+    programs of the condition's real cells, per program in units of the controls' posterior
+    spread. Keeps perturbed rollouts where the encoder puts real perturbed cells; without it they
+    moved 10-50 spreads away, where the decoder is flat, and combinations came out sub-additive
+    (count simulator, held-out pairs)."""
     library_scale: float = 1e4
     """Counts per cell of the log1p-normalised space (log1p(x / library * library_scale))."""
 
