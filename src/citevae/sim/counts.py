@@ -17,6 +17,9 @@ softmax(logits); counts ~ NB(mean, theta) drawn as Poisson(Gamma(theta, mean / t
 loads on one primary program (magnitude U(0.4, 0.8)) and, with probability 0.3, a second one.
 Library sizes: lognormal around mean_library_size (log-sd LIBRARY_SIGMA).
 Contexts ("cell_type"): context i shifts the mean of c and of z_0 (context 0 unshifted).
+
+``counterfactual_counts`` rolls chosen cells of a simulated data set forward under the true
+mechanism of any target combination: the ground truth a perfect model would predict.
 """
 
 from __future__ import annotations
@@ -139,12 +142,11 @@ def counterfactual_counts(
         raise CiteVAEError(f"perturbation {perturbation!r}: repeated target")
     source = _source_cells(adata, cells)
     ks = [targets.index(t) for t in members]
-    weights = np.asarray(sim["target_weights"])[ks].sum(0)
-    noise_mean = np.asarray(sim["target_noise_mean"])[ks].sum(0)
-    noise_scale = np.exp(np.asarray(sim["target_noise_logscale"])[ks].sum(0))
+    weights, noise_mean, noise_logscale = (np.asarray(sim[f"target_{key}"])[ks].sum(0)
+                                           for key in ("weights", "noise_mean", "noise_logscale"))
     rng = np.random.default_rng(seed)
     n_steps = int(sim["n_steps"])
-    z, _ = rollout(adata.obsm["z_true"][source], weights, noise_mean, noise_scale,
+    z, _ = rollout(adata.obsm["z_true"][source], weights, noise_mean, np.exp(noise_logscale),
                    Transition.from_uns(sim), n_steps, rng)
     c = adata.obsm["c_true"][source]
     counts, _ = _draw_counts(z[-1], c, sim, rng)
