@@ -41,14 +41,19 @@ METRICS = ["energy_distance", "pearson_delta", "pearson_delta_top20_de", "mse_to
 INPUTS = ("counts", "log1p")
 
 
+def log1p_normalise(adata: anndata.AnnData) -> None:
+    """Counts -> log1p-normalised in place, as a scanpy user would (total 10,000 per cell)."""
+    sc.pp.normalize_total(adata, target_sum=1e4)
+    sc.pp.log1p(adata)
+    adata.uns.pop("log1p")
+
+
 def simulated(seed: int, inputs: str):
     """The simulated cells of ``seed`` as counts or log1p-normalised, set up for CITE-VAE."""
     adata = simulate_counts(n_genes=200, n_targets=10, n_pairs=10, n_cells_per_condition=150,
                             seed=seed)
     if inputs == "log1p":
-        sc.pp.normalize_total(adata, target_sum=1e4)
-        sc.pp.log1p(adata)
-        adata.uns.pop("log1p")
+        log1p_normalise(adata)
     setup_anndata(adata, perturbation_key="perturbation", control="control",
                   covariate_keys=["cell_type"], scale="counts" if inputs == "counts" else "log1p")
     return adata
@@ -68,8 +73,7 @@ class TrueMechanism:
         for perturbation in perturbations:
             cells = counterfactual_counts(self.adata, perturbation, cells=controls.obs_names,
                                           seed=self.seed)
-            sc.pp.normalize_total(cells, target_sum=1e4)
-            sc.pp.log1p(cells)
+            log1p_normalise(cells)
             cells.obs["step"] = cells.obs["time"]
             parts.append(cells)
         return anndata.concat(parts, index_unique="-")

@@ -230,7 +230,8 @@ class CiteVAEModule(nn.Module):
             u_source = torch.cat([u[t[0]].expand(len(s), -1) for s, t, _ in rolled])
             steps = torch.cat([n.expand(len(s)) for s, _, n in rolled])
             z_pred = self.dynamics.rollout(inf.z[source], u_source, steps, sample=True)
-            spread = inf.z[source].detach().std(0).clamp_min(1e-3)
+            latent_match = bool(self.config.lambda_latent)
+            spread = inf.z[source].detach().std(0).clamp_min(1e-3) if latent_match else None
             all_logits = self.decode_logits(z_pred, inf.c[source], batch["covariates"][source])
             all_predicted = self._log1p_of_logits(all_logits)
             offset = 0
@@ -239,7 +240,7 @@ class CiteVAEModule(nn.Module):
                 offset += len(source)
                 observed = self._log1p_of_logits(logits[target])
                 terms["distribution"].append(distance(all_predicted[rows], observed))
-                if self.config.lambda_latent:
+                if latent_match:
                     terms["latent"].append(energy_distance(z_pred[rows] / spread,
                                                            inf.z[target] / spread))
                 terms["population"].append(self._population_term(
