@@ -48,6 +48,8 @@ def make_module(registry, likelihood: str, seed: int = 0, **options) -> CiteVAEM
     ("gaussian", {}),
     ("nb", {"nonlinear_mechanisms": True, "distribution_distance": "energy"}),
     ("gaussian", {"linear_transition": True, "lambda_latent": 1.0}),
+    ("nb", {"decoder": "additive"}),
+    ("gaussian", {"decoder": "linear", "perturbed_drift": False}),
 ])
 def test_loss_is_finite_with_gradients_everywhere(counts_data, likelihood, options) -> None:
     adata, registry = counts_data
@@ -177,6 +179,10 @@ def test_config_refuses_bad_values() -> None:
         ModuleConfig(n_programs=0)
     with pytest.raises(CiteVAEError, match="likelihood"):
         ModuleConfig(likelihood="poisson")
+    with pytest.raises(CiteVAEError, match="decoder"):
+        ModuleConfig(decoder="transformer")
+    with pytest.raises(CiteVAEError, match="architecture 'mlp'"):
+        ModuleConfig(decoder="linear", architecture="conv")
     with pytest.raises(CiteVAEError, match="bogus"):
         ModuleConfig.from_dict({"bogus": 1})
     config = ModuleConfig(covariate_sizes=(2, 3), n_programs=7)

@@ -14,7 +14,13 @@ from citevae.module.config import ModuleConfig
 from citevae.module.conv import decoder, gaussian_encoders
 from citevae.module.distances import energy_distance, mmd
 from citevae.module.embedding import PerturbationEmbedding
-from citevae.module.networks import GaussianHead, gaussian_kl, one_hot_covariates, reparameterize
+from citevae.module.networks import (
+    AdditiveDecoder,
+    GaussianHead,
+    gaussian_kl,
+    one_hot_covariates,
+    reparameterize,
+)
 
 ROLE_SOURCE, ROLE_TARGET, ROLE_PREVIOUS = 0, 1, 2
 
@@ -74,8 +80,12 @@ class CiteVAEModule(nn.Module):
         self.dynamics = CausalDynamics(cfg.n_programs, cfg.n_embedding, hidden, cfg.instantaneous,
                                        cfg.lagged, cfg.linear_transition, cfg.nonlinear_mechanisms,
                                        cfg.perturbed_drift)
-        self.decoder = decoder(cfg.architecture, cfg.n_programs + cfg.n_invariant + n_cov, cfg.n_genes,
-                               hidden, layers, drop, **image)
+        if cfg.decoder != "mlp":
+            self.decoder = AdditiveDecoder(cfg.n_programs, cfg.n_invariant + n_cov, cfg.n_genes, hidden,
+                                           layers, drop, linear=cfg.decoder == "linear")
+        else:
+            self.decoder = decoder(cfg.architecture, cfg.n_programs + cfg.n_invariant + n_cov,
+                                   cfg.n_genes, hidden, layers, drop, **image)
         self.log_dispersion = nn.Parameter(torch.zeros(cfg.n_genes))
         """log theta (NB inverse dispersion) or log sigma_x (Gaussian), per gene."""
 

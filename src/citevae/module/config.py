@@ -39,6 +39,11 @@ class ModuleConfig:
     """Channels per pixel of the images (architecture "conv")."""
     conv_channels: int = 32
     """Base width of the convolutional stack (doubled in its deeper half)."""
+    decoder: Literal["mlp", "additive", "linear"] = "mlp"
+    """How the programs z are decoded: one MLP of [z, c, s] ("mlp"), or g(c, s) + sum_k f_k(z_k)
+    (``networks.AdditiveDecoder``) with a small MLP f_k per program ("additive") or linear
+    loadings ("linear"), so programs moved by different perturbations decode to the sum of their
+    effects. Architecture "mlp" only."""
     instantaneous: bool = True
     """Lambda(u) among programs; off = lag-only dynamics."""
     lagged: bool = True
@@ -92,6 +97,11 @@ class ModuleConfig:
             raise CiteVAEError(f"likelihood must be 'nb' or 'gaussian', got {self.likelihood!r}")
         if self.architecture not in ("mlp", "conv"):
             raise CiteVAEError(f"architecture must be 'mlp' or 'conv', got {self.architecture!r}")
+        if self.decoder not in ("mlp", "additive", "linear"):
+            raise CiteVAEError(f"decoder must be 'mlp', 'additive' or 'linear', got {self.decoder!r}")
+        if self.decoder != "mlp" and self.architecture == "conv":
+            raise CiteVAEError(f"decoder {self.decoder!r} needs architecture 'mlp' (images are "
+                               "decoded by the convolutional decoder)")
         if self.distribution_distance not in ("mmd", "energy"):
             raise CiteVAEError("distribution_distance must be 'mmd' or 'energy'")
         if not 0 <= self.dropout < 1:

@@ -19,6 +19,37 @@ def mlp(n_in: int, n_out: int, n_hidden: int, n_layers: int, dropout: float = 0.
     return nn.Sequential(*layers)
 
 
+class AdditiveDecoder(nn.Module):
+    """f([z, rest]) = g(rest) + sum_k f_k(z_k): one function per program, added (B, n_out).
+
+    An additive decoder in the sense of Lachapelle et al. 2023: the decoded change of a cell is the
+    sum of each program's own contribution, so combinations of program values never seen together
+    (a pair of perturbations moving different programs) decode to the sum of their parts. g is an
+    MLP of ``rest`` (invariant state and covariates). Each f_k is linear (``linear``: f_k(z_k) =
+    z_k l_k, the linearly decoded VAE of Svensson et al. 2020, which also extrapolates linearly
+    beyond the programs' observed range) or a one-hidden-layer MLP (1 -> ``n_program_hidden`` ->
+    n_out, SiLU).
+    """
+
+    def __init__(self, n_programs: int, n_rest: int, n_out: int, n_hidden: int, n_layers: int,
+                 dropout: float = 0.0, linear: bool = False, n_program_hidden: int = 16) -> None:
+        super().__init__()
+        self.n_programs, self.linear = n_programs, linear
+        self.rest = mlp(n_rest, n_out, n_hidden, n_layers, dropout)
+        if not linear:
+            self.program_weight = nn.Parameter(torch.randn(n_programs, n_program_hidden))
+            self.program_bias = nn.Parameter(torch.randn(n_programs, n_program_hidden))
+        n_features = n_programs if linear else n_programs * n_program_hidden
+        self.program_out = nn.Linear(n_features, n_out, bias=False)
+
+    def forward(self, inputs: torch.Tensor) -> torch.Tensor:
+        z, rest = inputs[:, :self.n_programs], inputs[:, self.n_programs:]
+        if self.linear:
+            return self.rest(rest) + self.program_out(z)
+        hidden = nn.functional.silu(z.unsqueeze(-1) * self.program_weight + self.program_bias)
+        return self.rest(rest) + self.program_out(hidden.flatten(1))
+
+
 class GaussianHead(nn.Module):
     """Maps inputs (B, n_in) to a diagonal Gaussian: mean and log-variance (B, n_out) each."""
 
