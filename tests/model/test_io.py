@@ -68,6 +68,18 @@ def test_round_trip_predictions_identical(trained, saved) -> None:
                           loaded.get_latent(controls, inplace=False)["z"])
 
 
+@pytest.mark.parametrize("decoder", ["additive", "linear"])
+def test_round_trip_of_the_program_decoders(trained, tmp_path, decoder: str) -> None:
+    adata, _ = trained
+    model = CiteVAE(adata, n_hidden=32, n_programs=4, n_steps=2, decoder=decoder)
+    model.train(max_epochs=1, progress_bar=False, cells_per_group=32)
+    loaded = CiteVAE.load(model.save(tmp_path / "model"), adata)
+    assert loaded.config.decoder == decoder
+    controls = adata[adata.obs["perturbation"] == "control"][:5].copy()
+    target = str(adata.uns["sim"]["targets"][0])
+    assert np.array_equal(model.predict(controls, [target]).X, loaded.predict(controls, [target]).X)
+
+
 def test_load_into_data_with_other_genes_is_refused(trained, saved) -> None:
     adata, _ = trained
     other = adata[:, 3:].copy()
