@@ -44,10 +44,9 @@ class AdditiveDecoder(nn.Module):
 
     def forward(self, inputs: torch.Tensor) -> torch.Tensor:
         z, rest = inputs[:, :self.n_programs], inputs[:, self.n_programs:]
-        if self.linear:
-            return self.rest(rest) + self.program_out(z)
-        hidden = nn.functional.silu(z.unsqueeze(-1) * self.program_weight + self.program_bias)
-        return self.rest(rest) + self.program_out(hidden.flatten(1))
+        features = z if self.linear else nn.functional.silu(
+            z.unsqueeze(-1) * self.program_weight + self.program_bias).flatten(1)
+        return self.rest(rest) + self.program_out(features)
 
 
 class GaussianHead(nn.Module):
