@@ -101,10 +101,16 @@ def test_cli_benchmark_writes_files(shared_data, tmp_path):
     out = tmp_path / "bench"
     result = CliRunner().invoke(app, ["benchmark", "hsmm_interpolation", "--data-dir",
                                       str(shared_data), "--seeds", "0", "--epochs", "1",
-                                      "--no-progress", "--out", str(out)])
+                                      "--no-progress", "--cell-eval", "--out", str(out)])
     assert result.exit_code == 0, result.output
-    for name in ("scores.csv", "table.md", "table.csv"):
+    for name in ("scores.csv", "table.md", "table.csv", "cell_eval/summary.csv"):
         assert (out / name).is_file(), name
+    split = out / "cell_eval" / "hsmm_interpolation_seed0"
+    for method in ("real", CITEVAE, "nearest_time"):
+        assert list(split.glob(f"{method}_*.h5ad")), method
+    summary = pd.read_csv(out / "cell_eval" / "summary.csv")
+    assert set(summary.method) == {CITEVAE, "control_mean", "nearest_time", "linear_interpolation"}
+    assert (summary.suite == "hsmm_interpolation").all() and "pearson_delta" in summary
     report = importlib.util.find_spec("citevae.benchmark.report")
     if report is not None and hasattr(importlib.import_module(report.name), "write_report"):
         assert (out / "report.html").is_file()

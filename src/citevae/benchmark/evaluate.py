@@ -53,23 +53,32 @@ class Evaluation:
         The prediction holds per-cell rows with the perturbation key, covariates and "step" in
         ``obs``, on the log1p scale in ``X`` or in its "log1p" layer.
         """
+        rows = []
+        for unit, predicted in self.unit_predictions(method, prediction):
+            scores = evaluate_perturbation(predicted, self.log1p[unit.cells],
+                                           self.log1p[unit.controls], unit.de_genes, unit.centroid,
+                                           self.pca)
+            rows.append({"method": method, "unit": unit.key, "group": unit.group, **scores})
+        return pd.DataFrame(rows)
+
+    def unit_predictions(self, method: str,
+                         prediction: AnnData) -> list[tuple[HeldOutUnit, np.ndarray]]:
+        """Each held-out unit with the predicted cells of ``method`` for it, (cells, G) on the
+        log1p scale (``X`` or the "log1p" layer of ``prediction``)."""
         values = prediction.layers.get("log1p", prediction.X)
         values = np.asarray(values.toarray() if hasattr(values, "toarray") else values)
         labels = prediction.obs[self.registry.perturbation_key].astype(str).to_numpy()
         contexts = self.registry.contexts(prediction)
         steps = prediction.obs["step"].to_numpy()
-        rows = []
+        found = []
         for unit in self.units:
             chosen = (labels == unit.condition) & (contexts == unit.context)
             if self.registry.time_key is not None:
                 chosen &= steps == unit.step
             if not chosen.any():
                 raise CiteVAEError(f"{method} has no predicted cells for held-out unit {unit.key!r}")
-            scores = evaluate_perturbation(values[chosen], self.log1p[unit.cells],
-                                           self.log1p[unit.controls], unit.de_genes, unit.centroid,
-                                           self.pca)
-            rows.append({"method": method, "unit": unit.key, "group": unit.group, **scores})
-        return pd.DataFrame(rows)
+            found.append((unit, values[chosen]))
+        return found
 
     def requests(self) -> list[tuple[str, str, int]]:
         """(condition, context, step) of every held-out unit."""

@@ -2,7 +2,7 @@
 
 
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.text import Text
@@ -16,6 +16,9 @@ from citevae.cli._common import (
     reports_errors,
     use_threads,
 )
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 # benchmark -----------------------------------------------------------------------------------------
 DEFAULT_DATA_DIR = Path("../shared/data")
@@ -34,6 +37,21 @@ def _benchmark_report(out: Path, scores, extras: dict) -> Path | None:
         return None
 
 
+def _cell_eval(folder: Path, suite: str, seed: int, found: dict) -> "pd.DataFrame | None":
+    """Write one split's cell-eval inputs to ``folder`` and, when cell-eval is installed, score
+    them; the aggregated means (one row per method and context) or None."""
+    from citevae.benchmark.celleval import cell_eval_available, run_cell_eval, write_cell_eval
+
+    write_cell_eval(folder, found["evaluation"], found["predictions"])
+    if not cell_eval_available():
+        return None
+    table = run_cell_eval(folder, found["evaluation"], found["predictions"])
+    means = table[table["statistic"] == "mean"].drop(columns="statistic")
+    means.insert(0, "seed", seed)
+    means.insert(0, "suite", suite)
+    return means
+
+
 @app.command()
 @reports_errors
 def benchmark(
@@ -48,6 +66,9 @@ def benchmark(
     out: Annotated[Path, typer.Option("--out", help="Folder for scores.csv, table.md, table.csv.")]
     = Path("results/benchmark"),
     progress: Annotated[bool, typer.Option("--progress/--no-progress", help="Progress bar.")] = True,
+    cell_eval: Annotated[bool, typer.Option("--cell-eval", help=(
+        "Also write each split's predictions and real cells in cell-eval's layout under "
+        "OUT/cell_eval, and score them with cell-eval when it is installed."))] = False,
     threads: ThreadsOption = None,
 ) -> None:
     """Run benchmark suites on the real data: CITE-VAE against baselines, mean ± std over seeds."""
@@ -56,6 +77,7 @@ def benchmark(
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
     from citevae._atomic import atomic_path
+    from citevae.benchmark.celleval import cell_eval_available
     from citevae.benchmark.suites import SUITES, run_suite
     from citevae.benchmark.tables import markdown_table, write_tables
 
@@ -76,7 +98,10 @@ def benchmark(
         raise CLIError(f"data folder not found: {data_dir}; pass --data-dir")
     out.mkdir(parents=True, exist_ok=True)
     extras: dict = {}
-    frames = []
+    frames, cell_eval_frames = [], []
+    if cell_eval and not cell_eval_available():
+        err_console.print(Text("cell-eval is not installed (pip install cell-eval): writing its "
+                               "input files only", style="yellow"), soft_wrap=True, highlight=False)
     with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/"
                   "{task.total} runs"), TimeElapsedColumn(), console=console,
                   disable=not progress) as bar:
@@ -84,6 +109,9 @@ def benchmark(
 
         def done(name: str, seed: int, found: dict) -> None:
             extras[f"{name}/seed{seed}"] = found
+            if cell_eval:
+                cell_eval_frames.append(_cell_eval(out / "cell_eval" / f"{name}_seed{seed}",
+                                                   name, seed, found))
             bar.advance(task)
 
         for name in names:
@@ -94,6 +122,10 @@ def benchmark(
     with atomic_path(out / "scores.csv") as temp:
         scores.to_csv(temp, index=False)
     md, csv = write_tables(scores, out)
+    cell_eval_frames = [frame for frame in cell_eval_frames if frame is not None]
+    if cell_eval_frames:
+        with atomic_path(out / "cell_eval" / "summary.csv") as temp:
+            pd.concat(cell_eval_frames, ignore_index=True).to_csv(temp, index=False)
     console.print(Markdown(markdown_table(scores)))
     report = _benchmark_report(out, scores, extras)
     console.print(f"wrote scores.csv, {md.name} and {csv.name}"
