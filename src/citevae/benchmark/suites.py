@@ -215,7 +215,7 @@ minutes on 2 CPU cores (others: TrainingConfig defaults, 100 epochs with early s
 seed 0 at 100 epochs: k562_combinations 168 s, k562_unseen_singles 179 s, mcfaline_context 87 s,
 datlinger_context 313 s (early stop at 51; ~6 s an epoch), hsmm_* 15-17 s each (3 latent
 steps; ~45 s each with the 9 steps of ``HSMM_TIME_UNIT``). The whole benchmark, three seeds with
-these options: 20 minutes. An explicit ``epochs`` overrides ``max_epochs``."""
+these options: 13 minutes (session 10). An explicit ``epochs`` overrides ``max_epochs``."""
 
 
 def get_suite(name: str) -> SuiteLoader:
