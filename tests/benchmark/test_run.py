@@ -45,8 +45,18 @@ def test_summary_mean_and_std_over_seeds():
     row = summary[(summary.method == CITEVAE)].iloc[0]
     assert row["pearson_delta_mean"] == pytest.approx(0.805)
     assert row["pearson_delta_std"] == pytest.approx(np.std([0.8, 0.81], ddof=1))
-    assert row["n_seeds"] == 2 and row["n_units"] == 2
+    assert row["n_seeds"] == 2 and row["n_units_min"] == row["n_units_max"] == 2
     assert summary.method.iloc[0] == CITEVAE  # the model first
+
+
+def test_units_counted_per_seed_when_seeds_hold_out_different_units():
+    scores = _scores()
+    scores.loc[scores.seed == 1, "unit"] += "-other"  # another split: other held-out units
+    scores = pd.concat([scores, scores[(scores.seed == 1) & (scores.unit == "A+B-other")]
+                        .assign(unit="E+F")])  # and one more of them
+    row = summary_table(scores).query("method == @CITEVAE").iloc[0]
+    assert (row["n_units_min"], row["n_units_max"]) == (2, 3)
+    assert "(2 seed(s), 2-3 held-out unit(s) per seed)" in markdown_table(scores)
 
 
 def test_markdown_bolds_best_per_column_and_gives_verdict():

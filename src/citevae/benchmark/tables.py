@@ -44,8 +44,9 @@ def _suites(scores: pd.DataFrame) -> pd.Series:
 def summary_table(scores: pd.DataFrame, metrics: Sequence[str] = TABLE_METRICS,
                   include_all: bool = True) -> pd.DataFrame:
     """Long table: one row per suite, group and method with ``<metric>_mean`` / ``<metric>_std``
-    and ``n_seeds``, ``n_units``. With ``include_all``, suites of several groups get a group "all"
-    (mean over every held-out unit of the suite)."""
+    and ``n_seeds``, ``n_units_min`` / ``n_units_max`` (held-out units in a seed). With
+    ``include_all``, suites of several groups get a group "all" (mean over every held-out unit of
+    the suite)."""
     missing = [c for c in ("method", "group", "seed", *metrics) if c not in scores]
     if missing:
         raise CiteVAEError(f"scores lack column(s) {missing}; pass the output of run_split/run_suite")
@@ -63,7 +64,11 @@ def summary_table(scores: pd.DataFrame, metrics: Sequence[str] = TABLE_METRICS,
     out = pd.concat([means.add_suffix("_mean"), stds.add_suffix("_std")], axis=1)
     out = out[[f"{m}_{s}" for m in metrics for s in ("mean", "std")]]
     out["n_seeds"] = grouped.size()
-    out["n_units"] = frame.groupby(keys)["unit"].nunique() if "unit" in frame else np.nan
+    if "unit" in frame:
+        per_seed_units = frame.groupby([*keys, "seed"])["unit"].nunique().groupby(level=keys)
+        out["n_units_min"], out["n_units_max"] = per_seed_units.min(), per_seed_units.max()
+    else:
+        out["n_units_min"] = out["n_units_max"] = np.nan
     out = out.reset_index()
     order = {g: i for i, g in enumerate((*GROUP_ORDER, ALL_GROUPS))}
     out["_g"] = out["group"].map(lambda g: order.get(g, len(order)))
@@ -133,8 +138,10 @@ def markdown_table(scores: pd.DataFrame, metrics: Sequence[str] = TABLE_METRICS,
     for suite, of_suite in summary.groupby("suite", sort=False):
         lines += [f"## {suite}", ""]
         for group, rows in of_suite.groupby("group", sort=False):
-            n_seeds, n_units = int(rows["n_seeds"].max()), rows["n_units"].max()
-            units = f", {int(n_units)} held-out unit(s) per seed" if np.isfinite(n_units) else ""
+            n_seeds = int(rows["n_seeds"].max())
+            low, high = rows["n_units_min"].min(), rows["n_units_max"].max()
+            span = f"{int(low)}" if low == high else f"{int(low)}-{int(high)}"
+            units = f", {span} held-out unit(s) per seed" if np.isfinite(low) else ""
             lines += [f"### {group} ({n_seeds} seed(s){units})", "",
                       "| method | " + " | ".join(arrows) + " |",
                       "|---|" + "---:|" * len(metrics)]
