@@ -71,8 +71,8 @@ def test_a_method_called_real_is_refused(scored):
 
 def test_written_files_read_back_identical(scored, tmp_path):
     evaluation, predictions = scored
-    paths = write_cell_eval(tmp_path, evaluation, predictions)
     inputs = cell_eval_inputs(evaluation, predictions)
+    paths = write_cell_eval(tmp_path, inputs)
     assert len(paths) == sum(len(files) for files in inputs.values())
     for context, files in inputs.items():
         for name, adata in files.items():
@@ -83,7 +83,7 @@ def test_written_files_read_back_identical(scored, tmp_path):
 
 def test_cell_eval_scores_every_method(scored, tmp_path):
     evaluation, predictions = scored
-    table = run_cell_eval(tmp_path, evaluation, predictions, profile="minimal")
+    table = run_cell_eval(tmp_path, cell_eval_inputs(evaluation, predictions), profile="minimal")
     contexts = {unit.context for unit in evaluation.units}
     assert set(zip(table["method"], table["context"], strict=True)) == {
         (name, context) for name in predictions for context in contexts}
@@ -102,4 +102,4 @@ def test_without_cell_eval_a_clear_error(scored, tmp_path, monkeypatch):
     monkeypatch.setattr(celleval, "cell_eval_available", lambda: False)
     evaluation, predictions = scored
     with pytest.raises(CiteVAEError, match="cell-eval is not installed: pip install cell-eval"):
-        run_cell_eval(tmp_path, evaluation, predictions)
+        run_cell_eval(tmp_path, cell_eval_inputs(evaluation, predictions))

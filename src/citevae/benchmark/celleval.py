@@ -3,7 +3,8 @@
 cell-eval (Arc Institute, ``pip install cell-eval``) compares a predicted and a real AnnData that
 share genes and an ``obs`` column of perturbation labels, with control cells under one control
 label in both (it tests each perturbation against those controls in each file). For one split
-and seed, ``write_cell_eval`` writes, per context of the held-out units:
+and seed, ``cell_eval_inputs`` builds, and ``write_cell_eval`` writes, per context of the
+held-out units:
 
 - ``real_<context>.h5ad``: the real test cells of every held-out unit and the context's test
   control cells;
@@ -64,13 +65,12 @@ def cell_eval_inputs(evaluation: Evaluation, predictions: Mapping[str, ad.AnnDat
     return out
 
 
-def write_cell_eval(folder: str | Path, evaluation: Evaluation,
-                    predictions: Mapping[str, ad.AnnData]) -> list[Path]:
+def write_cell_eval(folder: str | Path, inputs: Mapping[str, Mapping[str, ad.AnnData]]) -> list[Path]:
     """Write ``cell_eval_inputs`` to ``folder`` as ``<real|method>_<context>.h5ad``; the paths."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     paths = []
-    for context, files in cell_eval_inputs(evaluation, predictions).items():
+    for context, files in inputs.items():
         for name, adata in files.items():
             path = folder / f"{_slug(name)}_{_slug(context)}.h5ad"
             with atomic_path(path) as temp:
@@ -79,10 +79,10 @@ def write_cell_eval(folder: str | Path, evaluation: Evaluation,
     return paths
 
 
-def run_cell_eval(folder: str | Path, evaluation: Evaluation, predictions: Mapping[str, ad.AnnData],
+def run_cell_eval(folder: str | Path, inputs: Mapping[str, Mapping[str, ad.AnnData]],
                   profile: str = "full") -> pd.DataFrame:
-    """Score every method with cell-eval against the real cells, per context, and write
-    ``<method>_<context>_results.csv`` and ``..._agg_results.csv`` in ``folder``.
+    """Score every method of ``cell_eval_inputs`` with cell-eval against the real cells, per
+    context, and write ``<method>_<context>_results.csv`` and ``..._agg_results.csv`` in ``folder``.
 
     Returns the aggregated tables stacked: one row per method, context and statistic (mean,
     std, ...), one column per cell-eval metric. Needs ``cell_eval`` (``pip install cell-eval``).
@@ -94,7 +94,7 @@ def run_cell_eval(folder: str | Path, evaluation: Evaluation, predictions: Mappi
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     frames = []
-    for context, files in cell_eval_inputs(evaluation, predictions).items():
+    for context, files in inputs.items():
         for name, predicted in files.items():
             if name == REAL:
                 continue

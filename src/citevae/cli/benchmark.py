@@ -40,12 +40,18 @@ def _benchmark_report(out: Path, scores, extras: dict) -> Path | None:
 def _cell_eval(folder: Path, suite: str, seed: int, found: dict) -> "pd.DataFrame | None":
     """Write one split's cell-eval inputs to ``folder`` and, when cell-eval is installed, score
     them; the aggregated means (one row per method and context) or None."""
-    from citevae.benchmark.celleval import cell_eval_available, run_cell_eval, write_cell_eval
+    from citevae.benchmark.celleval import (
+        cell_eval_available,
+        cell_eval_inputs,
+        run_cell_eval,
+        write_cell_eval,
+    )
 
-    write_cell_eval(folder, found["evaluation"], found["predictions"])
+    inputs = cell_eval_inputs(found["evaluation"], found["predictions"])
+    write_cell_eval(folder, inputs)
     if not cell_eval_available():
         return None
-    table = run_cell_eval(folder, found["evaluation"], found["predictions"])
+    table = run_cell_eval(folder, inputs)
     means = table[table["statistic"] == "mean"].drop(columns="statistic")
     means.insert(0, "seed", seed)
     means.insert(0, "suite", suite)
