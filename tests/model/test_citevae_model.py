@@ -86,6 +86,25 @@ def test_sampled_predictions_reproducible_per_seed(trained, controls) -> None:
     assert a.uns["citevae"]["seed"] == 5 and a.uns["citevae"]["sample"] is True
 
 
+def test_sampled_relative_predictions_draw_latents_not_counts(trained, controls) -> None:
+    """relative + sample: each cell's change is drawn (reproducibly per seed) from the latent
+    process, with the likelihood at its mean, so the control's own prediction is the observed
+    cell and perturbed predictions are not count draws."""
+    adata, model = trained
+    target = str(adata.uns["sim"]["targets"][1])
+    observed = model.predict(controls, ["control"], relative=True).X
+    np.testing.assert_array_equal(
+        model.predict(controls, ["control"], relative=True, sample=True, seed=5).X, observed)
+    a, b, c = (model.predict(controls, [target], relative=True, sample=True, seed=seed).X
+               for seed in (5, 5, 6))
+    means = model.predict(controls, [target], relative=True).X
+    np.testing.assert_array_equal(a, b)
+    assert not np.array_equal(a, c) and not np.array_equal(a, means)
+    # the change is a difference of expected log1p values: no count noise in it
+    drawn = model.predict(controls, [target], sample=True, seed=5).layers["log1p"]
+    assert np.abs(a - observed).mean() < np.abs(drawn - observed).mean()
+
+
 def test_combination_differs_from_singles(trained, controls) -> None:
     adata, model = trained
     t0, t1 = (str(t) for t in adata.uns["sim"]["targets"][:2])

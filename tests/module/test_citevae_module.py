@@ -158,6 +158,24 @@ def test_predict_mean_and_draws(counts_data, likelihood) -> None:
         assert torch.equal(sample, sample.round()) and (sample >= 0).all()
 
 
+@pytest.mark.parametrize("likelihood", ["nb", "gaussian"])
+def test_latent_draws_without_observation_noise(counts_data, likelihood) -> None:
+    """observation_noise=False draws the posterior and the process noise as a full draw does (same
+    z for the same generator) but returns the likelihood's mean at that z."""
+    adata, registry = counts_data
+    batch = batch_of(adata, registry, log1p=likelihood == "gaussian")
+    module = make_module(registry, likelihood).eval()
+    args = (batch["x"], batch["library"], batch["covariates"], batch["targets"], batch["step"])
+    full, latent = (module.predict(*args, sample=True, generator=torch.Generator().manual_seed(3),
+                                   observation_noise=noise) for noise in (True, False))
+    assert torch.equal(full["z"], latent["z"]) and torch.equal(full["c"], latent["c"])
+    mean = module.expression_mean(latent["z"], latent["c"], batch["covariates"], batch["library"])
+    assert torch.equal(latent["expression"], mean)
+    assert not torch.equal(full["expression"], mean)
+    if likelihood == "nb":
+        assert torch.allclose(latent["log1p"], module.expected_log1p(mean, batch["library"]))
+
+
 def test_control_prediction_at_step_zero_reconstructs(counts_data) -> None:
     """A control cell at step 0 under u = 0 is decoded from its own posterior mean."""
     adata, registry = counts_data

@@ -148,7 +148,9 @@ class CiteVAE:
                 cancels; the output is then on the log1p scale. The change is the prediction
                 under the perturbation minus the prediction under control (same draws): at the
                 same step for endpoint data (stationary controls, MODEL.md R1), at the cell's own
-                step 0 for observed times (the change then includes the time course).
+                step 0 for observed times (the change then includes the time course). With
+                ``sample`` the latent draws vary per cell but the likelihood stays at its mean:
+                the observed cell carries its own measurement noise.
 
         Returns:
             AnnData (n_controls * n_perturbations * n_times, G), genes in training order, ``obs``
@@ -181,7 +183,8 @@ class CiteVAE:
                 generator.set_state(state)
                 results.append(self.module.predict(
                     x[source], library[source], covariates[source], run_codes, run_steps,
-                    sample=sample, generator=generator, descriptors=descriptors, has_descriptor=has))
+                    sample=sample, generator=generator, descriptors=descriptors, has_descriptor=has,
+                    observation_noise=not relative))
             if relative:
                 observed = log1p_normalised(x[source].numpy(), self.registry.scale,
                                             self.config.library_scale)

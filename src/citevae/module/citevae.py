@@ -312,25 +312,28 @@ class CiteVAEModule(nn.Module):
     def predict(self, x: torch.Tensor, library: torch.Tensor, covariates: torch.Tensor,
                 targets: torch.Tensor, steps: torch.Tensor, sample: bool = False,
                 generator: torch.Generator | None = None, descriptors: torch.Tensor | None = None,
-                has_descriptor: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+                has_descriptor: torch.Tensor | None = None,
+                observation_noise: bool = True) -> dict[str, torch.Tensor]:
         """Counterfactual expression of control cells under perturbations at latent steps.
 
         Encodes (c, z_0) of each control cell (B rows), embeds its row of ``targets`` (B, K'),
         rolls out ``steps`` (B,) and decodes. With ``sample`` False the posterior, the noise and
         the likelihood are at their means (deterministic); with True they are drawn from
-        ``generator``. Returns ``expression`` (B, G) on the data scale, ``log1p`` (B, G) on the
-        log1p-normalised scale, ``z`` (B, n) and ``c`` (B, m). For counts, ``log1p`` is the
-        expectation of log1p(counts / library * library_scale) under the negative binomial (the
-        mean of log1p data is not log1p of the mean), or that of the drawn cell when ``sample``.
+        ``generator``, the likelihood only if ``observation_noise``. Returns ``expression``
+        (B, G) on the data scale, ``log1p`` (B, G) on the log1p-normalised scale, ``z`` (B, n)
+        and ``c`` (B, m). For counts, ``log1p`` is the expectation of log1p(counts / library *
+        library_scale) under the negative binomial (the mean of log1p data is not log1p of the
+        mean), or that of the drawn cell when the likelihood is drawn.
         """
         inf = self.inference(x, library, covariates, sample=sample, generator=generator)
         u = self.embed(targets, descriptors, has_descriptor)
         z = self.dynamics.rollout(inf.z, u, steps, sample=sample, generator=generator)
         mean = self.expression_mean(z, inf.c, covariates, library)
+        draw = sample and observation_noise
         if self.config.likelihood != "nb":
-            expression = self._draw(mean, generator) if sample else mean
+            expression = self._draw(mean, generator) if draw else mean
             return {"expression": expression, "log1p": expression, "z": z, "c": inf.c}
-        if sample:
+        if draw:
             counts = self._draw(mean, generator)
             log1p = observation.log1p_normalise(counts, self.config.library_scale)
             return {"expression": counts, "log1p": log1p, "z": z, "c": inf.c}
