@@ -13,15 +13,12 @@ reads ``pairs closer than additive: counts=<k>/<n> log1p=<k>/<n>``.
         [--citevae JSON] [--train JSON]
 
 ``--citevae`` sets CITE-VAE hyperparameters (``ModuleConfig`` fields) and ``--train`` training
-options (``TrainingConfig`` fields), both default. Measured with them (DEVELOPERS.md): a
-learning-rate decay ``--train '{"lr_decay_patience": 5}'`` moved the log1p-input energy 2.22 ->
-2.11 but the count-input energy 2.27 -> 2.48; the latent match with four times the optimiser steps
-``--citevae '{"lambda_latent": 10}' --train '{"cells_per_group": 32}'`` moved log1p 2.22 -> 1.95
-(6 of 9 pairs closer) and counts 2.27 -> 2.15, but validation pairs drawn from the training pairs
-did not prefer it and real K562 pairs got worse, so the defaults stay. Best so far (log1p
-1.79, 6 of 9 pairs closer; preferred on validation pairs, K562 unchecked): ``--citevae
-'{"alpha": 0, "lambda_latent": 10, "decoder": "additive", "lambda_sparsity": 1}' --train
-'{"cells_per_group": 32}' --inputs log1p``.
+options (``TrainingConfig`` fields), both default. CITE-VAE's predictions are drawn
+(``citevae.benchmark.run.predict_units``). Measured (DEVELOPERS.md, session 10): defaults log1p
+2.178 (5 of 9 pairs closer), counts 2.307 (4 of 9); restrained edges, ``--citevae '{"alpha": 0,
+"lambda_latent": 10, "decoder": "additive", "lambda_sparsity": 1}' --train '{"cells_per_group":
+32}' --inputs log1p``, 1.665 (8 of 9; additive 2.166), preferred to the defaults on validation
+pairs drawn from the training pairs and level with them on real K562 pairs.
 """
 
 from __future__ import annotations
