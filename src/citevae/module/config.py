@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, fields
-from typing import Literal
+from typing import Literal, get_args, get_type_hints
 
 from citevae.errors import CiteVAEError
 
@@ -93,17 +93,15 @@ class ModuleConfig:
         for name in positive:
             if getattr(self, name) < 1:
                 raise CiteVAEError(f"{name} must be >= 1, got {getattr(self, name)}")
-        if self.likelihood not in ("nb", "gaussian"):
-            raise CiteVAEError(f"likelihood must be 'nb' or 'gaussian', got {self.likelihood!r}")
-        if self.architecture not in ("mlp", "conv"):
-            raise CiteVAEError(f"architecture must be 'mlp' or 'conv', got {self.architecture!r}")
-        if self.decoder not in ("mlp", "additive", "linear"):
-            raise CiteVAEError(f"decoder must be 'mlp', 'additive' or 'linear', got {self.decoder!r}")
+        hints = get_type_hints(ModuleConfig)
+        for name in ("likelihood", "architecture", "decoder", "distribution_distance"):
+            allowed = [repr(value) for value in get_args(hints[name])]
+            if getattr(self, name) not in get_args(hints[name]):
+                raise CiteVAEError(f"{name} must be {', '.join(allowed[:-1])} or {allowed[-1]}, "
+                                   f"got {getattr(self, name)!r}")
         if self.decoder != "mlp" and self.architecture == "conv":
             raise CiteVAEError(f"decoder {self.decoder!r} needs architecture 'mlp' (images are "
                                "decoded by the convolutional decoder)")
-        if self.distribution_distance not in ("mmd", "energy"):
-            raise CiteVAEError("distribution_distance must be 'mmd' or 'energy'")
         if not 0 <= self.dropout < 1:
             raise CiteVAEError(f"dropout must be in [0, 1), got {self.dropout}")
         self.covariate_sizes = tuple(int(s) for s in self.covariate_sizes)
