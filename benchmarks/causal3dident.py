@@ -7,7 +7,7 @@ fitted on training latents; angles and hues as points on the circle) and class a
 regression). Writes scores.csv, config.json, samples_seed<S>.png and traversals_<method>_seed<S>.png
 under --out. The last line is ``MCC citevae=<mean> vae=<mean>``.
 
-    python benchmarks/causal3dident.py [--seeds 0] [--epochs 25] [--individuals 500] [--size 32]
+    python benchmarks/causal3dident.py [--seeds 0] [--epochs 10] [--individuals 1500] [--size 32]
         [--methods citevae vae ...] [--citevae JSON] [--out DIR]
 """
 
@@ -32,17 +32,22 @@ from citevae.benchmark.causal3dident import (
 
 
 def main() -> None:
+    defaults = ImageBenchmarkConfig()
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, nargs="+", default=[0])
-    parser.add_argument("--epochs", type=int, default=25)
-    parser.add_argument("--individuals", type=int, default=500, help="training scenes")
-    parser.add_argument("--test", type=int, default=200, help="held-out scenes")
-    parser.add_argument("--steps", type=int, default=3, help="steps per scene after frame 0")
-    parser.add_argument("--size", type=int, default=32, help="image side in pixels (spec: 64)")
-    parser.add_argument("--channels", type=int, default=16, help="base width of the conv stacks")
+    parser.add_argument("--epochs", type=int, default=defaults.epochs)
+    parser.add_argument("--individuals", type=int, default=defaults.n_individuals,
+                        help="training scenes")
+    parser.add_argument("--test", type=int, default=defaults.n_test, help="held-out scenes")
+    parser.add_argument("--steps", type=int, default=defaults.n_steps,
+                        help="steps per scene after frame 0")
+    parser.add_argument("--size", type=int, default=defaults.image_size,
+                        help="image side in pixels (spec: 64)")
+    parser.add_argument("--channels", type=int, default=defaults.conv_channels,
+                        help="base width of the conv stacks")
     parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS)
     parser.add_argument("--citevae", type=json.loads, default=None,
-                        help='JSON of CITE-VAE ModuleConfig fields, e.g. \'{"alpha": 0, "gamma": 0}\'')
+                        help='JSON of CITE-VAE ModuleConfig fields, e.g. \'{"alpha": 1, "gamma": 1}\'')
     parser.add_argument("--out", type=Path, default=Path("results/causal3dident"))
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
