@@ -10,7 +10,7 @@ the simulator's own mechanism of the pair (``citevae.sim.counterfactual_counts``
 reads ``pairs closer than additive: counts=<k>/<n> log1p=<k>/<n>``.
 
     python benchmarks/count_pairs.py [--seeds 0 1 2] [--epochs 100] [--inputs counts log1p]
-        [--citevae JSON] [--train JSON]
+        [--citevae JSON] [--train JSON] [--model-seed-offset K]
 
 ``--citevae`` sets CITE-VAE hyperparameters (``ModuleConfig`` fields) and ``--train`` training
 options (``TrainingConfig`` fields), both default. CITE-VAE's predictions are drawn
@@ -88,6 +88,8 @@ def main() -> None:
                         help='JSON of CITE-VAE ModuleConfig fields, e.g. \'{"lambda_latent": 10}\'')
     parser.add_argument("--train", type=json.loads, default={},
                         help='JSON of TrainingConfig fields, e.g. \'{"cells_per_group": 32}\'')
+    parser.add_argument("--model-seed-offset", type=int, default=0,
+                        help="train CITE-VAE with seed + offset (data, split and scoring unchanged)")
     args = parser.parse_args()
     closer = {}
     for inputs in args.inputs:
@@ -98,7 +100,8 @@ def main() -> None:
             scores, extras = run_split(adata, split, seed=seed,
                                        baselines=["control_mean", "additive"],
                                        model_options=args.citevae,
-                                       train_options={"max_epochs": args.epochs, **args.train})
+                                       train_options={"max_epochs": args.epochs, **args.train},
+                                       model_seed=seed + args.model_seed_offset)
             evaluation = extras["evaluation"]
             truth = predict_units(TrueMechanism(adata, seed), evaluation, adata, split)
             scores = pd.concat([scores, evaluation.score("true_mechanism", truth).assign(

@@ -11,7 +11,9 @@ import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
-from citevae.benchmark.run import CITEVAE
+import citevae.data
+import citevae.sim
+from citevae.benchmark.run import CITEVAE, run_split
 from citevae.benchmark.suites import run_suite
 from citevae.benchmark.tables import (
     TABLE_METRICS,
@@ -22,6 +24,7 @@ from citevae.benchmark.tables import (
     write_tables,
 )
 from citevae.cli import app
+from citevae.model.citevae import CiteVAE
 
 METRICS = list(TABLE_METRICS)
 
@@ -137,3 +140,21 @@ def test_cli_benchmark_one_line_errors(tmp_path):
     result = runner.invoke(app, ["benchmark", "--data-dir", str(tmp_path / "absent")])
     assert result.exit_code == 1 and "data folder not found" in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_run_split_model_seed_changes_only_the_trained_model():
+    adata = citevae.sim.simulate_counts(n_genes=30, n_targets=3, n_pairs=2,
+                                        n_cells_per_condition=20, seed=0)
+    CiteVAE.setup_anndata(adata, perturbation_key="perturbation", control="control")
+    split = citevae.data.split_combinations(adata, seed=0)
+
+    def scores(**kwargs):
+        table, _ = run_split(adata, split, seed=0, baselines=["additive"],
+                             model_options={"n_hidden": 16}, train_options={"max_epochs": 1},
+                             **kwargs)
+        return table.set_index(["method", "unit"])[METRICS]
+
+    default, same, other = scores(), scores(model_seed=0), scores(model_seed=5)
+    pd.testing.assert_frame_equal(default, same)
+    pd.testing.assert_frame_equal(default.loc["additive"], other.loc["additive"])
+    assert not np.allclose(default.loc[CITEVAE].to_numpy(), other.loc[CITEVAE].to_numpy())
