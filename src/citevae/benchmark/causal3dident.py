@@ -63,7 +63,8 @@ class ImageBenchmarkConfig:
     """Further ``ModuleConfig`` fields of CITE-VAE. The distribution and population terms are off:
     they fit rollouts to held-out conditions' cells, which is not asked here, and on pixels the
     population term (each real scene against its class's mean image) shares the reconstruction's
-    noise scale and inflates it (with them at 1: MCC 0.245 / R^2 0.269 vs 0.317 / 0.400, seed 0)."""
+    noise scale and inflates it (3 seeds with them at 1: MCC 0.237 / R^2 0.277, against 0.306 /
+    0.397 without; DEVELOPERS.md, session 11)."""
     training: dict = field(default_factory=lambda: {"cells_per_group": 32, "groups_per_batch": 2})
     """``TrainingConfig`` fields shared by all methods (small batches: more steps per epoch)."""
 
