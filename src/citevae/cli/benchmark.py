@@ -115,9 +115,10 @@ def benchmark(
 
         def done(name: str, seed: int, found: dict) -> None:
             extras[f"{name}/seed{seed}"] = found
-            if cell_eval:
-                cell_eval_frames.append(_cell_eval(out / "cell_eval" / f"{name}_seed{seed}",
-                                                   name, seed, found))
+            frame = _cell_eval(out / "cell_eval" / f"{name}_seed{seed}", name, seed,
+                               found) if cell_eval else None
+            if frame is not None:
+                cell_eval_frames.append(frame)
             bar.advance(task)
 
         for name in names:
@@ -128,7 +129,6 @@ def benchmark(
     with atomic_path(out / "scores.csv") as temp:
         scores.to_csv(temp, index=False)
     md, csv = write_tables(scores, out)
-    cell_eval_frames = [frame for frame in cell_eval_frames if frame is not None]
     if cell_eval_frames:
         with atomic_path(out / "cell_eval" / "summary.csv") as temp:
             pd.concat(cell_eval_frames, ignore_index=True).to_csv(temp, index=False)
