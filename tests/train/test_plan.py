@@ -42,6 +42,8 @@ def test_decay_on_plateau_of_the_monitored_loss(monitor):
     ("lr_decay_factor", 0.0, r"lr_decay_factor must be in \(0, 1\)"),
     ("learning_rate", 0.0, "learning_rate must be > 0"),
     ("max_epochs", 0, "max_epochs must be >= 1"),
+    ("weight_averaging", 1.0, r"weight_averaging must be in \[0, 1\)"),
+    ("weight_averaging", -0.1, r"weight_averaging must be in \[0, 1\)"),
 ])
 def test_bad_settings_are_named(option, value, message):
     with pytest.raises(CiteVAEError, match=message):

@@ -10,18 +10,39 @@ import math
 
 import lightning.pytorch as pl
 import torch
+from lightning.pytorch.callbacks import EMAWeightAveraging
+
+
+class AveragedWeights(EMAWeightAveraging):
+    """Exponential moving average of the weights (Lightning's ``EMAWeightAveraging``), used for
+    validation and at the end of training; ``averaged_state`` gives the averaged module's weights.
+
+    Buffers are not averaged: the modules' buffers are constants (masks, descriptors).
+    """
+
+    def __init__(self, decay: float) -> None:
+        super().__init__(decay=decay, use_buffers=False)
+
+    def averaged_state(self, pl_module: pl.LightningModule) -> dict[str, torch.Tensor]:
+        """The averaged weights of the training plan's ``module`` (its current ones before the
+        first optimiser step)."""
+        averaged = self._average_model.module if self._average_model is not None else pl_module
+        return averaged.module.state_dict()
 
 
 class BestWeights(pl.Callback):
     """Keeps a copy of the module's weights at the best ``monitor`` value seen (in memory).
 
     Selection uses the validation loss of seen perturbations only (MODEL.md section 6); without
-    validation data the training loss is monitored instead.
+    validation data the training loss is monitored instead. With ``averaging`` the kept weights
+    are the averaged ones, which the validation loss was computed with.
     """
 
-    def __init__(self, monitor: str = "val_loss", fallback: str = "train_loss") -> None:
+    def __init__(self, monitor: str = "val_loss", fallback: str = "train_loss",
+                 averaging: AveragedWeights | None = None) -> None:
         self.monitor = monitor
         self.fallback = fallback
+        self.averaging = averaging
         self.best_score = math.inf
         self.best_epoch = -1
         self.best_state: dict[str, torch.Tensor] | None = None
@@ -34,7 +55,9 @@ class BestWeights(pl.Callback):
         score = float(value)
         if math.isfinite(score) and score < self.best_score:
             self.best_score, self.best_epoch = score, trainer.current_epoch
-            self.best_state = copy.deepcopy(pl_module.module.state_dict())
+            state = (self.averaging.averaged_state(pl_module) if self.averaging is not None
+                     else pl_module.module.state_dict())
+            self.best_state = copy.deepcopy(state)
 
     def state_dict(self) -> dict:
         return {"best_score": self.best_score, "best_epoch": self.best_epoch,

@@ -38,6 +38,11 @@ class TrainingConfig:
     accumulate_grad_batches: int = 1
     """Batches whose gradients are summed into one optimiser step: one process with k batches
     accumulated steps on the same cells as k DDP processes with one batch each."""
+    weight_averaging: float = 0.0
+    """Decay per optimiser step of an exponential moving average of the weights (0: off; 0.998
+    averages over about 500 steps). With it, validation, the choice of the best epoch and the
+    returned model use the averaged weights, which vary less from epoch to epoch than the weights
+    of a single step (Lightning's ``EMAWeightAveraging``)."""
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -49,6 +54,8 @@ class TrainingConfig:
             raise CiteVAEError(f"lr_decay_patience must be >= 0, got {self.lr_decay_patience}")
         if not 0 < self.lr_decay_factor < 1:
             raise CiteVAEError(f"lr_decay_factor must be in (0, 1), got {self.lr_decay_factor}")
+        if not 0 <= self.weight_averaging < 1:
+            raise CiteVAEError(f"weight_averaging must be in [0, 1), got {self.weight_averaging}")
         if self.accumulate_grad_batches < 1:
             raise CiteVAEError(f"accumulate_grad_batches must be >= 1, got {self.accumulate_grad_batches}")
 

@@ -12,7 +12,7 @@ import torch
 from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint, RichProgressBar
 
 from citevae.errors import CheckpointError, TrainingDivergedError
-from citevae.train.callbacks import BestWeights, History
+from citevae.train.callbacks import AveragedWeights, BestWeights, History
 from citevae.train.checkpoints import (
     CHECKPOINT_FILE,
     CHECKPOINT_NAME,
@@ -91,8 +91,11 @@ def fit(
     has_val = bool(getattr(datamodule, "val_groups", True))
     monitor = "val_loss" if has_val else "train_loss"
     plan = TrainingPlan(module, config, identity, monitor)
-    best, history = BestWeights(monitor), History()
+    averaging = AveragedWeights(config.weight_averaging) if config.weight_averaging else None
+    best, history = BestWeights(monitor, averaging=averaging), History()
     callbacks: list[pl.Callback] = [best, history]
+    if averaging is not None:
+        callbacks.append(averaging)
     if config.early_stopping_patience > 0:
         callbacks.append(EarlyStopping(monitor, patience=config.early_stopping_patience,
                                        check_finite=True))
