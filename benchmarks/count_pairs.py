@@ -10,7 +10,7 @@ the simulator's own mechanism of the pair (``citevae.sim.counterfactual_counts``
 reads ``pairs closer than additive: counts=<k>/<n> log1p=<k>/<n>``.
 
     python benchmarks/count_pairs.py [--seeds 0 1 2] [--epochs 100] [--inputs counts log1p]
-        [--citevae JSON] [--train JSON] [--model-seed-offset K]
+        [--citevae JSON] [--train JSON] [--model-seed-offset K] [--models K]
 
 ``--citevae`` sets CITE-VAE hyperparameters (``ModuleConfig`` fields) and ``--train`` training
 options (``TrainingConfig`` fields), both default. CITE-VAE's predictions are drawn
@@ -20,7 +20,11 @@ options (``TrainingConfig`` fields), both default. CITE-VAE's predictions are dr
 32}' --inputs log1p``, 1.665 (8 of 9; additive 2.166), preferred to the defaults on validation
 pairs drawn from the training pairs and level with them on real K562 pairs. ``--model-seed-offset``
 trains CITE-VAE with another seed on the same data and scoring: restrained edges with offsets 100
-and 200 score 2.057 (6 of 9) and 2.024 (5 of 9) (DEVELOPERS.md, session 11).
+and 200 score 2.057 (6 of 9) and 2.024 (5 of 9) (DEVELOPERS.md, session 11). ``--models K``
+trains K models, ``MODEL_SEED_STRIDE`` seeds apart, scores each as "citevae[i]" and their pooled
+predicted cells as "citevae"; restrained edges with ``"weight_averaging": 0.995`` and three models
+score 1.784 (8 of 9), 2.032 (5 of 9) and 1.905 (6 of 9), pooled 1.820 (6 of 9) (DEVELOPERS.md,
+sessions 12 and 13).
 """
 
 from __future__ import annotations
@@ -34,13 +38,15 @@ import pandas as pd
 import scanpy as sc
 
 from citevae import setup_anndata
-from citevae.benchmark import run_split
+from citevae.benchmark import Evaluation, run_split
 from citevae.benchmark.run import predict_units
 from citevae.data import split_combinations
 from citevae.sim import counterfactual_counts, simulate_counts
 
 METRICS = ["energy_distance", "pearson_delta", "pearson_delta_top20_de", "mse_top20_de"]
 INPUTS = ("counts", "log1p")
+MODEL_SEED_STRIDE = 100
+"""Distance between the model seeds of the members of ``--models``."""
 
 
 def log1p_normalise(adata: anndata.AnnData) -> None:
@@ -81,6 +87,18 @@ class TrueMechanism:
         return anndata.concat(parts, index_unique="-")
 
 
+def pooled_scores(runs: list[tuple[pd.DataFrame, dict]], evaluation: Evaluation) -> pd.DataFrame:
+    """Scores of several trained models on one split: each member as "citevae[i]", and as
+    "citevae" their pooled predicted cells (an equal mixture of the members' distributions)."""
+    members = [extras["predictions"]["citevae"] for _, extras in runs]
+    rows = [scores.assign(method=scores["method"].replace({"citevae": f"citevae[{i}]"}))
+            for i, (scores, _) in enumerate(runs)]
+    pooled = anndata.concat(members, index_unique="-", keys=[str(i) for i in range(len(members))])
+    first = rows[0].iloc[0]
+    rows.append(evaluation.score("citevae", pooled).assign(seed=first["seed"], split=first["split"]))
+    return pd.concat(rows, ignore_index=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
@@ -90,6 +108,9 @@ def main() -> None:
                         help='JSON of CITE-VAE ModuleConfig fields, e.g. \'{"lambda_latent": 10}\'')
     parser.add_argument("--train", type=json.loads, default={},
                         help='JSON of TrainingConfig fields, e.g. \'{"cells_per_group": 32}\'')
+    parser.add_argument("--models", type=int, default=1,
+                        help=f"train this many CITE-VAE models (model seeds {MODEL_SEED_STRIDE} "
+                             "apart) and score their pooled predicted cells as 'citevae'")
     parser.add_argument("--model-seed-offset", type=int, default=0,
                         help="train CITE-VAE with seed + offset (data, split and scoring unchanged)")
     args = parser.parse_args()
@@ -99,12 +120,16 @@ def main() -> None:
         for seed in args.seeds:
             adata = simulated(seed, inputs)
             split = split_combinations(adata, seed=seed, fraction=0.3)
-            scores, extras = run_split(adata, split, seed=seed,
-                                       baselines=["control_mean", "additive"],
-                                       model_options=args.citevae,
-                                       train_options={"max_epochs": args.epochs, **args.train},
-                                       model_seed=seed + args.model_seed_offset)
+            runs = [run_split(adata, split, seed=seed,
+                              baselines=["control_mean", "additive"] if i == 0 else [],
+                              model_options=args.citevae,
+                              train_options={"max_epochs": args.epochs, **args.train},
+                              model_seed=seed + args.model_seed_offset + MODEL_SEED_STRIDE * i)
+                    for i in range(args.models)]
+            scores, extras = runs[0]
             evaluation = extras["evaluation"]
+            if args.models > 1:
+                scores = pooled_scores(runs, evaluation)
             truth = predict_units(TrueMechanism(adata, seed), evaluation, adata, split)
             scores = pd.concat([scores, evaluation.score("true_mechanism", truth).assign(
                 seed=seed, split=split.name)], ignore_index=True)
@@ -115,7 +140,13 @@ def main() -> None:
         print(f"input: {inputs}")
         print(scores.groupby("method")[METRICS].mean().round(4).to_markdown())
         wide = scores.pivot_table(index=["seed", "unit"], columns="method", values="energy_distance")
+        print("energy distance per held-out pair:")
+        print(wide.round(3).to_markdown())
         closer[inputs] = f"{int((wide['citevae'] < wide['additive']).sum())}/{len(wide)}"
+        members = [c for c in wide.columns if c.startswith("citevae[")]
+        if members:
+            print("member pairs closer than additive: " + " ".join(
+                f"{c}={int((wide[c] < wide['additive']).sum())}/{len(wide)}" for c in members))
     print("pairs closer than additive: " + " ".join(f"{k}={v}" for k, v in closer.items()))
 
 
