@@ -87,15 +87,15 @@ class TrueMechanism:
         return anndata.concat(parts, index_unique="-")
 
 
-def pooled_scores(runs: list[tuple[pd.DataFrame, dict]], evaluation: Evaluation) -> pd.DataFrame:
+def pooled_scores(runs: list[tuple[pd.DataFrame, dict]], evaluation: Evaluation, seed: int,
+                  split_name: str) -> pd.DataFrame:
     """Scores of several trained models on one split: each member as "citevae[i]", and as
     "citevae" their pooled predicted cells (an equal mixture of the members' distributions)."""
     members = [extras["predictions"]["citevae"] for _, extras in runs]
     rows = [scores.assign(method=scores["method"].replace({"citevae": f"citevae[{i}]"}))
             for i, (scores, _) in enumerate(runs)]
     pooled = anndata.concat(members, index_unique="-", keys=[str(i) for i in range(len(members))])
-    first = rows[0].iloc[0]
-    rows.append(evaluation.score("citevae", pooled).assign(seed=first["seed"], split=first["split"]))
+    rows.append(evaluation.score("citevae", pooled).assign(seed=seed, split=split_name))
     return pd.concat(rows, ignore_index=True)
 
 
@@ -114,6 +114,8 @@ def main() -> None:
     parser.add_argument("--model-seed-offset", type=int, default=0,
                         help="train CITE-VAE with seed + offset (data, split and scoring unchanged)")
     args = parser.parse_args()
+    if args.models < 1:
+        parser.error(f"--models must be >= 1, got {args.models}")
     closer = {}
     for inputs in args.inputs:
         frames = []
@@ -129,7 +131,7 @@ def main() -> None:
             scores, extras = runs[0]
             evaluation = extras["evaluation"]
             if args.models > 1:
-                scores = pooled_scores(runs, evaluation)
+                scores = pooled_scores(runs, evaluation, seed, split.name)
             truth = predict_units(TrueMechanism(adata, seed), evaluation, adata, split)
             scores = pd.concat([scores, evaluation.score("true_mechanism", truth).assign(
                 seed=seed, split=split.name)], ignore_index=True)
