@@ -205,6 +205,8 @@ class StagedFit:
                 times=None) -> anndata.AnnData:
         """Each control cell rolled out under each perturbation: (cells x perturbations, G) log1p."""
         rows = self.adata.obs_names.get_indexer(controls.obs_names)
+        if (rows < 0).any():
+            raise ValueError("controls must be cells of the data the stages were fitted on")
         generator = torch.Generator().manual_seed(self.seed)
         z, c = torch.tensor(self.z[rows]), torch.tensor(self.c[rows])
         parts = []
