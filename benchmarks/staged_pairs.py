@@ -98,7 +98,7 @@ def fit_mlp(inputs: np.ndarray, targets: np.ndarray, seed: int, hidden: int = 12
     return mlp.requires_grad_(False)
 
 
-def _zero_parameter(*shape: int) -> torch.nn.Parameter:
+def _zeros(*shape: int) -> torch.nn.Parameter:
     return torch.nn.Parameter(torch.zeros(*shape, dtype=torch.float64))
 
 
@@ -109,10 +109,9 @@ class Mechanisms(torch.nn.Module):
 
     def __init__(self, n_targets: int, n: int, order: Sequence[int], full: bool) -> None:
         super().__init__()
-        zeros = _zero_parameter
         self.weights, self.noise_mean, self.noise_logscale = (
-            zeros(n_targets, n, n), zeros(n_targets, n), zeros(n_targets, n))
-        self.base_logscale, self.drift, self.drift_bias = zeros(n), zeros(n, n), zeros(n)
+            _zeros(n_targets, n, n), _zeros(n_targets, n), _zeros(n_targets, n))
+        self.base_logscale, self.drift, self.drift_bias = _zeros(n), _zeros(n, n), _zeros(n)
         self.order, self.full = torch.tensor(list(order)), full
         eye = torch.eye(n, dtype=torch.float64)
         self.register_buffer("eye", eye)
@@ -209,11 +208,12 @@ class StagedFit:
             raise ValueError("controls must be cells of the data the stages were fitted on")
         generator = torch.Generator().manual_seed(self.seed)
         z, c = torch.tensor(self.z[rows]), torch.tensor(self.c[rows])
+        decoded = self.decoder(torch.hstack([z, c]))
         parts = []
         for perturbation in perturbations:
             targets = [self.targets.index(t) for t in perturbation.split("+")]
             rolled = self.mechanisms.rollout(z, targets, generator)
-            change = self.decoder(torch.hstack([rolled, c])) - self.decoder(torch.hstack([z, c]))
+            change = self.decoder(torch.hstack([rolled, c])) - decoded
             obs = pd.DataFrame({"perturbation": perturbation, "step": N_STEPS,
                                 "cell_type": controls.obs["cell_type"].to_numpy()},
                                index=[f"{perturbation}-{i}" for i in range(len(rows))])
