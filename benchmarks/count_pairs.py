@@ -114,6 +114,9 @@ def main() -> None:
                         help='JSON of CITE-VAE ModuleConfig fields, e.g. \'{"lambda_latent": 10}\'')
     parser.add_argument("--train", type=json.loads, default={},
                         help='JSON of TrainingConfig fields, e.g. \'{"cells_per_group": 32}\'')
+    parser.add_argument("--staged", action="store_true",
+                        help="fit CITE-VAE by CiteVAE.train_staged; --train then holds "
+                             "StagedConfig fields and --epochs is unused")
     parser.add_argument("--models", type=int, default=1,
                         help=f"train this many CITE-VAE models (model seeds {MODEL_SEED_STRIDE} "
                              "apart) and score their pooled predicted cells as 'citevae'")
@@ -131,8 +134,10 @@ def main() -> None:
             runs = [run_split(adata, split, seed=seed,
                               baselines=["control_mean", "additive"] if i == 0 else [],
                               model_options=args.citevae,
-                              train_options={"max_epochs": args.epochs, **args.train},
-                              model_seed=seed + args.model_seed_offset + MODEL_SEED_STRIDE * i)
+                              train_options=args.train if args.staged
+                              else {"max_epochs": args.epochs, **args.train},
+                              model_seed=seed + args.model_seed_offset + MODEL_SEED_STRIDE * i,
+                              staged=args.staged)
                     for i in range(args.models)]
             scores, extras = runs[0]
             evaluation = extras["evaluation"]

@@ -165,18 +165,22 @@ def test_lagged_off_gives_zero_transition() -> None:
     torch.testing.assert_close(dyn.step(z_prev, u, noise), dyn.solve(noise, dyn.causal_matrix(u)))
 
 
-def test_linear_transition_is_linear() -> None:
+def test_linear_transition_is_affine() -> None:
     dyn = make(linear_transition=True)
     assert not hasattr(dyn, "drift")
     with torch.no_grad():
         dyn.transition_state.weight.normal_(generator=torch.Generator().manual_seed(29))
+        dyn.transition_state.bias.normal_(generator=torch.Generator().manual_seed(28))
         dyn.transition_input.weight.normal_(generator=torch.Generator().manual_seed(30))
     z1, z2 = randn(B, N, seed=31), randn(B, N, seed=32)
     u1, u2 = randn(B, D, seed=33), randn(B, D, seed=34)
-    torch.testing.assert_close(dyn.transition(z1 + z2, u1 + u2),
+    origin = dyn.transition(torch.zeros(B, N), torch.zeros(B, D))
+    torch.testing.assert_close(origin, dyn.transition_state.bias.expand(B, N))
+    torch.testing.assert_close(dyn.transition(z1 + z2, u1 + u2) + origin,
                                dyn.transition(z1, u1) + dyn.transition(z2, u2),
                                rtol=1e-5, atol=1e-5)
-    expected = z1 @ dyn.transition_state.weight.T + u1 @ dyn.transition_input.weight.T
+    expected = (z1 @ dyn.transition_state.weight.T + dyn.transition_state.bias
+                + u1 @ dyn.transition_input.weight.T)
     torch.testing.assert_close(dyn.transition(z1, u1), expected)
 
 
@@ -191,3 +195,20 @@ def test_unperturbed_drift_is_the_same_under_every_perturbation(options: dict) -
     drift = dyn.transition(z_prev, torch.zeros(B, D))
     assert not torch.equal(drift, z_prev)
     assert torch.equal(dyn.transition(z_prev, randn(B, D, seed=37)), drift)
+
+
+def test_cyclic_dynamics_solve_their_equation() -> None:
+    dyn = make(acyclic=False)
+    u, drive = randn(B, D, seed=1), randn(B, N, seed=2)
+    lam = dyn.causal_matrix(u)
+    assert torch.equal(torch.diagonal(lam, dim1=-2, dim2=-1), torch.zeros(B, N))
+    assert bool((lam[:, 0, 1:] != 0).all())  # edges above the diagonal too
+    z = dyn.solve(drive, lam)
+    torch.testing.assert_close(z, dyn.parents(z, lam) + drive, atol=1e-4, rtol=1e-4)
+    eye = torch.eye(N)
+    torch.testing.assert_close(dyn.log_abs_det(lam), torch.linalg.slogdet(eye - lam).logabsdet)
+
+
+def test_cyclic_dynamics_refuse_nonlinear_parents() -> None:
+    with pytest.raises(ValueError, match="linear parents"):
+        CausalDynamics(N, D, acyclic=False, nonlinear_mechanisms=True)

@@ -50,13 +50,15 @@ def predict_units(method, evaluation: Evaluation, adata: AnnData, split: Split,
 def run_split(adata: AnnData, split: Split, seed: int = 0,
               baselines: Sequence[str | tuple[str, dict]] = (),
               model_options: dict | None = None, train_options: dict | None = None,
-              progress_bar: bool = False, model_seed: int | None = None) -> tuple[pd.DataFrame, dict]:
+              progress_bar: bool = False, model_seed: int | None = None,
+              staged: bool = False) -> tuple[pd.DataFrame, dict]:
     """Train CITE-VAE and fit ``baselines`` on the split's train cells; score all on its test units.
 
     A baseline is a name or ``(name, kwargs)`` for ``get_baseline`` (e.g. gene features).
     ``seed`` fixes the evaluation (test controls, PCA) and the draws of the predictions;
     ``model_seed`` (default ``seed``) CITE-VAE's initial weights and training order, so the spread
-    over trained models can be measured on the same evaluation.
+    over trained models can be measured on the same evaluation. With ``staged`` CITE-VAE is
+    fitted by ``CiteVAE.train_staged`` and ``train_options`` are ``StagedConfig`` fields.
 
     Returns (scores: one row per method and held-out unit, extras: fitted model, predictions and
     timings for plots and reports).
@@ -66,7 +68,10 @@ def run_split(adata: AnnData, split: Split, seed: int = 0,
     start = time.perf_counter()
     model_seed = seed if model_seed is None else model_seed
     model = CiteVAE(adata, seed=model_seed, **model_options)
-    model.train(split=split, seed=model_seed, progress_bar=progress_bar, **train_options)
+    if staged:
+        model.train_staged(split=split, seed=model_seed, **train_options)
+    else:
+        model.train(split=split, seed=model_seed, progress_bar=progress_bar, **train_options)
     seconds = {CITEVAE: time.perf_counter() - start}
     predictions = {CITEVAE: predict_units(model, evaluation, adata, split, seed)}
     for spec in baselines:

@@ -25,6 +25,7 @@ from citevae.model.tensors import cell_tensors, iter_cell_tensors
 from citevae.module.citevae import CiteVAEModule
 from citevae.module.config import ModuleConfig
 from citevae.train.plan import TrainingConfig
+from citevae.train.staged import StagedCells, StagedConfig, StagedResult, fit_staged
 from citevae.train.trainer import TrainingResult, fit
 
 PREDICT_BATCH = 2048
@@ -73,6 +74,8 @@ class CiteVAE:
             self.module = CiteVAEModule(config, torch.from_numpy(values), torch.from_numpy(has))
         self.training_result: TrainingResult | None = None
         self.training_config = TrainingConfig()
+        self.staged_config: StagedConfig | None = None
+        """Settings of ``train_staged`` when the model was fitted by it."""
         self.is_trained = False
 
     setup_anndata = staticmethod(setup_anndata)
@@ -124,8 +127,49 @@ class CiteVAE:
         self.module.eval()
         self.module.cpu()
         self.training_config = config
+        self.staged_config = None
         self.is_trained = True
         return self.training_result
+
+    def train_staged(self, split: Split | None = None, train_mask: np.ndarray | None = None,
+                     num_threads: int | None = None, **options: object) -> StagedResult:
+        """Fit the model stage by stage instead of by the joint objective (``citevae.train.staged``).
+
+        Programs come from sparse principal components of the training cells, the invariant
+        state from the rest, the order of the programs from one fit without the acyclic
+        constraint, the encoders and decoder by likelihood, and the mechanisms by matching each
+        training condition's program mean and covariance. The numbers of programs and invariant
+        dimensions are chosen from the data (``n_components``, ``n_programs`` fix them), so the
+        module is rebuilt; it gets one drift for all conditions (``perturbed_drift`` False) and,
+        for endpoint data, controls at step 0 (``stationary_control`` False). The training cells
+        are held in memory. ``options`` are fields of ``StagedConfig``; cells come from the
+        split's "train" set or ``train_mask`` (default: all cells).
+        """
+        set_num_threads(num_threads)
+        config = StagedConfig.from_dict(options)
+        if split is not None:
+            train_mask = split.mask("train")
+        rows = np.arange(self.adata.n_obs) if train_mask is None else np.flatnonzero(
+            np.asarray(train_mask, bool))
+        encoded = self._encoded or self.registry.encode(self.adata, n_steps=self.config.n_steps)
+        x, library, covariates = cell_tensors(self.registry, self.adata[rows])
+        cells = StagedCells(
+            x=x, log1p=self.module.normalise(x, library), library=library, covariates=covariates,
+            targets=torch.from_numpy(encoded.targets[rows].toarray()).float(),
+            steps=torch.from_numpy(encoded.steps[rows]), conditions=encoded.conditions[rows],
+            is_control=encoded.is_control[rows])
+        embedding = self.module.embedding
+
+        def build_module(n_programs: int, n_invariant: int) -> CiteVAEModule:
+            module_config = replace(self.config, n_programs=n_programs, n_invariant=n_invariant,
+                                    perturbed_drift=False, stationary_control=False)
+            return CiteVAEModule(module_config, embedding.descriptors, embedding.has_descriptor)
+
+        self.module, result = fit_staged(cells, build_module, config)
+        self.training_result = None
+        self.staged_config = config
+        self.is_trained = True
+        return result
 
     # prediction ----------------------------------------------------------------------------
     def predict(self, controls: AnnData, perturbations: Sequence[str],

@@ -20,10 +20,11 @@ from safetensors.torch import load_file, save_file
 from citevae._atomic import atomic_directory
 from citevae.data.descriptors import GeneDescriptors
 from citevae.data.registry import DataRegistry
-from citevae.errors import ModelFileError
+from citevae.errors import CiteVAEError, ModelFileError
 from citevae.module.citevae import CiteVAEModule
 from citevae.module.config import ModuleConfig
 from citevae.train.plan import TrainingConfig
+from citevae.train.staged import StagedConfig
 
 if TYPE_CHECKING:
     from citevae.model.citevae import CiteVAE
@@ -44,6 +45,7 @@ def save_model(model: CiteVAE, path: str | Path, overwrite: bool = False) -> Pat
         "format_version": FORMAT_VERSION,
         "module_config": model.config.to_dict(),
         "training_config": model.training_config.to_dict() if model.is_trained else None,
+        "staged_config": model.staged_config.to_dict() if model.staged_config else None,
         "registry": model.registry.to_dict(),
         "descriptors": {"genes": list(d.genes), "block_sizes": list(d.block_sizes),
                         "block_names": list(d.block_names)},
@@ -88,12 +90,15 @@ def load_model(cls: type[CiteVAE], path: str | Path, adata: AnnData | None = Non
         module = CiteVAEModule(config, tensors["embedding.descriptors"],
                                tensors["embedding.has_descriptor"])
         module.load_state_dict(tensors, strict=True)
-    except (KeyError, TypeError, RuntimeError, ValueError) as err:
+        staged = metadata.get("staged_config")
+        staged_config = StagedConfig.from_dict(staged) if staged else None
+    except (KeyError, TypeError, RuntimeError, ValueError, CiteVAEError) as err:
         raise ModelFileError(f"{path} does not hold a consistent citevae model: {err}") from None
     model = cls.__new__(cls)
     model.registry, model.descriptors, model.module = registry, descriptors, module
     model.adata, model._encoded = adata, None  # train() encodes the cells when it needs them
     model.training_result = None
+    model.staged_config = staged_config
     model.is_trained = bool(metadata.get("is_trained", False))
     training = metadata.get("training_config")
     model.training_config = TrainingConfig.from_dict(training) if training else TrainingConfig()

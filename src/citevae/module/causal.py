@@ -13,6 +13,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from citevae.module.config import ModuleConfig
 from citevae.module.networks import mlp
 
 LOG_SCALE_RANGE = (-7.0, 3.0)
@@ -27,10 +28,13 @@ class CausalDynamics(nn.Module):
         n_hidden: width of the transition MLP.
         instantaneous: learn Lambda(u) (False: Lambda = 0, lag-only dynamics).
         lagged: learn h (False: h = 0, instantaneous-only dynamics).
-        linear_transition: h(z, u) = A z + B u instead of z + MLP([z, u]).
-        perturbed_drift: u enters h (False: h(z) = z + MLP(z) or A z, the same drift for every
+        linear_transition: h(z, u) = A z + b + B u instead of z + MLP([z, u]).
+        perturbed_drift: u enters h (False: h(z) = z + MLP(z) or A z + b, the same drift for every
             condition, so perturbations act only through the noise and the edges).
         nonlinear_mechanisms: parents enter as Lambda(u) tanh(z) (additive-noise, unit Jacobian).
+        acyclic: Lambda(u) strictly lower triangular (the model). False allows edges anywhere off
+            the diagonal, solved by a general solve: only for the unconstrained fit that orders the
+            programs (``citevae.train.staged``); linear parents only.
     """
 
     def __init__(
@@ -43,6 +47,7 @@ class CausalDynamics(nn.Module):
         linear_transition: bool = False,
         nonlinear_mechanisms: bool = False,
         perturbed_drift: bool = True,
+        acyclic: bool = True,
     ) -> None:
         super().__init__()
         n, d = n_programs, n_embedding
@@ -52,14 +57,19 @@ class CausalDynamics(nn.Module):
         self.linear_transition = linear_transition
         self.nonlinear_mechanisms = nonlinear_mechanisms
         self.perturbed_drift = perturbed_drift
-        self.register_buffer("strict_lower", torch.tril(torch.ones(n, n), diagonal=-1))
+        if not acyclic and nonlinear_mechanisms:
+            raise ValueError("cyclic dynamics need linear parents")
+        self.acyclic = acyclic
+        edges = torch.tril(torch.ones(n, n), diagonal=-1) if acyclic else 1 - torch.eye(n)
+        self.register_buffer("edge_mask", edges)
         self.edge_weights = nn.Parameter(0.01 * torch.randn(d, n, n))
         self.noise_mean = nn.Linear(d, n, bias=False)
         self.noise_log_scale = nn.Linear(d, n, bias=False)
         self.log_scale0 = nn.Parameter(torch.full((n,), -1.0))
         if linear_transition:
-            self.transition_state = nn.Linear(n, n, bias=False)
+            self.transition_state = nn.Linear(n, n)
             nn.init.eye_(self.transition_state.weight)
+            nn.init.zeros_(self.transition_state.bias)
             if perturbed_drift:
                 self.transition_input = nn.Linear(d, n, bias=False)
                 nn.init.zeros_(self.transition_input.weight)
@@ -69,10 +79,11 @@ class CausalDynamics(nn.Module):
             nn.init.zeros_(self.drift[-1].bias)
 
     def causal_matrix(self, u: torch.Tensor) -> torch.Tensor:
-        """Lambda(u): (B, n, n) strictly lower triangular, exactly zero where u is zero."""
+        """Lambda(u): (B, n, n) strictly lower triangular (``acyclic``), exactly zero where u is
+        zero."""
         if not self.instantaneous:
             return u.new_zeros((u.shape[0], self.n_programs, self.n_programs))
-        return torch.einsum("bd,dij->bij", u, self.edge_weights) * self.strict_lower
+        return torch.einsum("bd,dij->bij", u, self.edge_weights) * self.edge_mask
 
     def noise_params(self, u: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Mean m(u) and log standard deviation log_s0 + S u of the exogenous noise, (B, n) each."""
@@ -98,8 +109,10 @@ class CausalDynamics(nn.Module):
         """z with z = parents(z) + drive: a unit-triangular solve (sequential for tanh parents)."""
         if not self.instantaneous:
             return drive
+        eye = torch.eye(self.n_programs, dtype=lam.dtype, device=lam.device)
+        if not self.acyclic:
+            return torch.linalg.solve(eye - lam, drive)
         if not self.nonlinear_mechanisms:
-            eye = torch.eye(self.n_programs, dtype=lam.dtype, device=lam.device)
             solution = torch.linalg.solve_triangular(
                 eye - lam, drive.unsqueeze(-1), upper=False, unitriangular=True
             )
@@ -111,7 +124,11 @@ class CausalDynamics(nn.Module):
         return torch.stack(columns, dim=-1)
 
     def log_abs_det(self, lam: torch.Tensor) -> torch.Tensor:
-        """log|det d eps / d z_t| = sum log|diag(I - Lambda)|, (B,): exactly zero by construction."""
+        """log|det d eps / d z_t| = sum log|diag(I - Lambda)|, (B,): exactly zero by construction
+        (``acyclic``; otherwise log|det(I - Lambda)|)."""
+        if not self.acyclic:
+            eye = torch.eye(self.n_programs, dtype=lam.dtype, device=lam.device)
+            return torch.linalg.slogdet(eye - lam).logabsdet
         diagonal = 1.0 - torch.diagonal(lam, dim1=-2, dim2=-1)
         return torch.log(diagonal.abs()).sum(-1)
 
@@ -151,3 +168,11 @@ class CausalDynamics(nn.Module):
         mean, log_scale = self.noise_params(u)
         density = torch.distributions.Normal(mean, log_scale.exp()).log_prob(eps).sum(-1)
         return density + self.log_abs_det(lam)
+
+
+def causal_dynamics(config: ModuleConfig, acyclic: bool = True) -> CausalDynamics:
+    """The dynamics of a module with hyperparameters ``config`` (``acyclic`` False: the same
+    dynamics with edges anywhere off the diagonal, for ordering fits)."""
+    return CausalDynamics(config.n_programs, config.n_embedding, config.n_hidden,
+                          config.instantaneous, config.lagged, config.linear_transition,
+                          config.nonlinear_mechanisms, config.perturbed_drift, acyclic)

@@ -9,7 +9,7 @@ from torch import nn
 from torch.distributions import Normal
 
 from citevae.module import observation
-from citevae.module.causal import CausalDynamics
+from citevae.module.causal import causal_dynamics
 from citevae.module.config import ModuleConfig
 from citevae.module.conv import decoder, gaussian_encoders
 from citevae.module.distances import energy_distance, mmd
@@ -77,9 +77,7 @@ class CiteVAEModule(nn.Module):
                                                            layers, drop, **image)
         self.z0_prior = GaussianHead(cfg.n_invariant + n_cov, cfg.n_programs, hidden, 1)
         self.embedding = PerturbationEmbedding(descriptors, has_descriptor, cfg.n_embedding, hidden)
-        self.dynamics = CausalDynamics(cfg.n_programs, cfg.n_embedding, hidden, cfg.instantaneous,
-                                       cfg.lagged, cfg.linear_transition, cfg.nonlinear_mechanisms,
-                                       cfg.perturbed_drift)
+        self.dynamics = causal_dynamics(cfg)
         if cfg.decoder != "mlp":
             self.decoder = AdditiveDecoder(cfg.n_programs, cfg.n_invariant + n_cov, cfg.n_genes, hidden,
                                            layers, drop, linear=cfg.decoder == "linear")

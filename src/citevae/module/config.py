@@ -49,7 +49,7 @@ class ModuleConfig:
     lagged: bool = True
     """h(z_{t-1}, u) = z + Delta(z, u); off = z_t depends on z_{t-1} only through identity."""
     linear_transition: bool = False
-    """h(z, u) = A z + B u (ablation) instead of the MLP drift."""
+    """h(z, u) = A z + b + B u (ablation) instead of the MLP drift."""
     perturbed_drift: bool = True
     """u enters the lagged transition h(z, u) (MODEL.md); False: one drift h(z) for every condition,
     so perturbations act only through the noise and the causal edges."""
