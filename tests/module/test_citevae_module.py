@@ -158,6 +158,25 @@ def test_predict_mean_and_draws(counts_data, likelihood) -> None:
         assert torch.equal(sample, sample.round()) and (sample >= 0).all()
 
 
+def test_draws_without_posterior_draws_start_from_the_posterior_mean(counts_data) -> None:
+    """posterior_draws=False keeps each cell's encoded (c, z_0) at the posterior mean and still
+    draws the process noise."""
+    adata, registry = counts_data
+    batch = batch_of(adata, registry)
+    module = make_module(registry, "nb").eval()
+    args = (batch["x"], batch["library"], batch["covariates"], batch["targets"], batch["step"])
+    means = module.inference(batch["x"], batch["library"], batch["covariates"], sample=False)
+
+    def draw(seed: int, posterior_draws: bool) -> dict[str, torch.Tensor]:
+        return module.predict(*args, sample=True, generator=torch.Generator().manual_seed(seed),
+                              posterior_draws=posterior_draws)
+
+    fixed, other, drawn = draw(3, False), draw(4, False), draw(3, True)
+    assert torch.equal(fixed["c"], means.c_mean) and torch.equal(other["c"], means.c_mean)
+    assert not torch.equal(drawn["c"], means.c_mean)
+    assert not torch.equal(fixed["z"], other["z"])
+
+
 @pytest.mark.parametrize("likelihood", ["nb", "gaussian"])
 def test_latent_draws_without_observation_noise(counts_data, likelihood) -> None:
     """observation_noise=False draws the posterior and the process noise as a full draw does (same

@@ -108,6 +108,17 @@ def test_staged_fit_is_deterministic_and_survives_save_load(staged, controls, tm
     np.testing.assert_array_equal(first.X, loaded.predict(controls, [pair], sample=True, seed=3).X)
 
 
+def test_staged_draws_start_from_the_cells_posterior_means(staged, controls) -> None:
+    adata, model = staged
+    pair = pair_of(adata)
+
+    def draw(**options: object) -> np.ndarray:
+        return model.predict(controls, [pair], sample=True, seed=3, relative=True, **options).X
+
+    np.testing.assert_array_equal(draw(), draw(posterior_draws=False))
+    assert not np.array_equal(draw(), draw(posterior_draws=True))
+
+
 def test_target_directions() -> None:
     generator = torch.Generator().manual_seed(0)
     few = target_directions(5, 8, generator)

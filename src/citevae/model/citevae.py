@@ -174,7 +174,8 @@ class CiteVAE:
     # prediction ----------------------------------------------------------------------------
     def predict(self, controls: AnnData, perturbations: Sequence[str],
                 times: Sequence | None = None, sample: bool = False,
-                seed: int | None = None, relative: bool = False) -> AnnData:
+                seed: int | None = None, relative: bool = False,
+                posterior_draws: bool | None = None) -> AnnData:
         """Predict every control cell under every perturbation at every time.
 
         Args:
@@ -195,6 +196,10 @@ class CiteVAE:
                 step 0 for observed times (the change then includes the time course). With
                 ``sample`` the latent draws vary per cell but the likelihood stays at its mean:
                 the observed cell carries its own measurement noise.
+            posterior_draws: with ``sample``, draw each control cell's (c, z_0) from the
+                encoder's posterior (True) or take its mean (False). Default True, except for
+                models fitted by ``train_staged``: their encoders are regressions onto the
+                stage-1 components, whose spread is fitting error, not uncertainty about the cell.
 
         Returns:
             AnnData (n_controls * n_perturbations * n_times, G), genes in training order, ``obs``
@@ -208,6 +213,8 @@ class CiteVAE:
         targets, descriptors, has = self._target_codes(rows.perturbations)
         if seed is None:
             seed = int(torch.randint(2**62, ()).item()) if sample else 0
+        if posterior_draws is None:
+            posterior_draws = self.staged_config is None
         generator = torch.Generator().manual_seed(seed)
         x, library, covariates = cell_tensors(self.registry, controls)
         out, log1p = [], []
@@ -228,7 +235,7 @@ class CiteVAE:
                 results.append(self.module.predict(
                     x[source], library[source], covariates[source], run_codes, run_steps,
                     sample=sample, generator=generator, descriptors=descriptors, has_descriptor=has,
-                    observation_noise=not relative))
+                    observation_noise=not relative, posterior_draws=posterior_draws))
             if relative:
                 observed = log1p_normalised(x[source].numpy(), self.registry.scale,
                                             self.config.library_scale)

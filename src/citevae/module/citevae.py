@@ -311,19 +311,22 @@ class CiteVAEModule(nn.Module):
                 targets: torch.Tensor, steps: torch.Tensor, sample: bool = False,
                 generator: torch.Generator | None = None, descriptors: torch.Tensor | None = None,
                 has_descriptor: torch.Tensor | None = None,
-                observation_noise: bool = True) -> dict[str, torch.Tensor]:
+                observation_noise: bool = True,
+                posterior_draws: bool = True) -> dict[str, torch.Tensor]:
         """Counterfactual expression of control cells under perturbations at latent steps.
 
         Encodes (c, z_0) of each control cell (B rows), embeds its row of ``targets`` (B, K'),
         rolls out ``steps`` (B,) and decodes. With ``sample`` False the posterior, the noise and
         the likelihood are at their means (deterministic); with True they are drawn from
-        ``generator``, the likelihood only if ``observation_noise``. Returns ``expression``
+        ``generator``, the posterior only if ``posterior_draws``, the likelihood only if
+        ``observation_noise``. Returns ``expression``
         (B, G) on the data scale, ``log1p`` (B, G) on the log1p-normalised scale, ``z`` (B, n)
         and ``c`` (B, m). For counts, ``log1p`` is the expectation of log1p(counts / library *
         library_scale) under the negative binomial (the mean of log1p data is not log1p of the
         mean), or that of the drawn cell when the likelihood is drawn.
         """
-        inf = self.inference(x, library, covariates, sample=sample, generator=generator)
+        inf = self.inference(x, library, covariates, sample=sample and posterior_draws,
+                             generator=generator)
         u = self.embed(targets, descriptors, has_descriptor)
         z = self.dynamics.rollout(inf.z, u, steps, sample=sample, generator=generator)
         mean = self.expression_mean(z, inf.c, covariates, library)
