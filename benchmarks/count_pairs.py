@@ -24,7 +24,9 @@ and 200 score 2.057 (6 of 9) and 2.024 (5 of 9) (DEVELOPERS.md, session 11). ``-
 trains K models, ``MODEL_SEED_STRIDE`` seeds apart, scores each as "citevae[i]" and their pooled
 predicted cells as "citevae"; restrained edges with ``"weight_averaging": 0.995`` and three models
 score 1.784 (8 of 9), 2.032 (5 of 9) and 1.905 (6 of 9), pooled 1.820 (6 of 9) (DEVELOPERS.md,
-sessions 12 and 13).
+sessions 12 and 13). ``--staged`` fits CITE-VAE by ``CiteVAE.train_staged`` instead of
+``train``: ``--staged --citevae '{"linear_transition": true}' --inputs log1p`` scores 1.223
+(9 of 9; DEVELOPERS.md, session 18).
 """
 
 from __future__ import annotations

@@ -319,11 +319,11 @@ class CiteVAEModule(nn.Module):
         rolls out ``steps`` (B,) and decodes. With ``sample`` False the posterior, the noise and
         the likelihood are at their means (deterministic); with True they are drawn from
         ``generator``, the posterior only if ``posterior_draws``, the likelihood only if
-        ``observation_noise``. Returns ``expression``
-        (B, G) on the data scale, ``log1p`` (B, G) on the log1p-normalised scale, ``z`` (B, n)
-        and ``c`` (B, m). For counts, ``log1p`` is the expectation of log1p(counts / library *
-        library_scale) under the negative binomial (the mean of log1p data is not log1p of the
-        mean), or that of the drawn cell when the likelihood is drawn.
+        ``observation_noise``. Returns ``expression`` (B, G) on the data scale, ``log1p`` (B, G)
+        on the log1p-normalised scale, ``z`` (B, n) and ``c`` (B, m). For counts, ``log1p`` is
+        the expectation of log1p(counts / library * library_scale) under the negative binomial
+        (the mean of log1p data is not log1p of the mean), or that of the drawn cell when the
+        likelihood is drawn.
         """
         inf = self.inference(x, library, covariates, sample=sample and posterior_draws,
                              generator=generator)
