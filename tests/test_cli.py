@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 from pathlib import Path
 
 import anndata as ad
@@ -194,3 +195,41 @@ def test_time_unit_sets_the_latent_grid(tmp_path):
     result = _invoke("train", data, "--perturbation-key", "perturbation", "--control", "control",
                      "--time-key", "time", "--time-unit", "0", "--out", tmp_path / "bad")
     _assert_one_line_error(result, "time unit must be positive")
+
+
+QUICK_STAGES = ('{"rotation_starts": 1, "regression_steps": 100, "mechanism_steps": 40, '
+                '"n_components": 5}')
+
+
+def test_staged_round_trip(workdir, tmp_path):
+    """train --staged fits stage by stage (sizes as given), saves, and predict reads it back."""
+    data = workdir / "sim.h5ad"
+    model_dir = tmp_path / "staged"
+    result = _invoke("train", data, "--perturbation-key", "perturbation", "--control", "control",
+                     "--staged", "--staged-options", QUICK_STAGES, "--n-programs", "3",
+                     "--out", model_dir)
+    assert result.exit_code == 0, result.output
+    assert "3 programs and 2 invariant dimensions" in result.output
+    metadata = json.loads((model_dir / "model.json").read_text())
+    assert metadata["staged_config"]["mechanism_steps"] == 40
+    assert metadata["module_config"]["linear_transition"] is True
+    pair = next(p for p in ad.read_h5ad(data).obs["perturbation"].cat.categories if "+" in p)
+    out = tmp_path / "pred.h5ad"
+    result = _invoke("predict", model_dir, data, "--perturbations", pair, "--sample", "--seed", "2",
+                     "--out", out)
+    assert result.exit_code == 0, result.output
+    assert np.isfinite(ad.read_h5ad(out).X).all()
+
+
+@pytest.mark.parametrize(("options", "message"), [
+    (("--staged-options", "{}"), "--staged-options needs --staged"),
+    (("--staged", "--staged-options", "{steps: 1}"), "--staged-options is not valid JSON"),
+    (("--staged", "--staged-options", "[1]"), "--staged-options must be a JSON object"),
+    (("--staged", "--staged-options", '{"mechanism_stepz": 1}'), "mechanism_stepz"),
+    (("--staged", "--resume"), "--staged has no checkpoints"),
+])
+def test_staged_options_are_checked(workdir, tmp_path, options, message):
+    result = _invoke("train", workdir / "sim.h5ad", "--perturbation-key", "perturbation",
+                     "--control", "control", *options, "--out", tmp_path / "bad")
+    _assert_one_line_error(result, message)
+    assert not (tmp_path / "bad").exists()

@@ -1,6 +1,7 @@
 """``citevae demo | simulate | train | predict``."""
 
 
+import json
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
@@ -22,6 +23,9 @@ from citevae.cli._common import (
     use_threads,
     write_h5ad,
 )
+
+DEFAULT_PROGRAMS = 16
+"""Latent programs of a jointly trained model when --n-programs is not given."""
 
 
 # demo ----------------------------------------------------------------------------------------------
@@ -129,7 +133,13 @@ def train(
     scale: Annotated[ScaleChoice, typer.Option("--scale", help="Expression scale.")] = ScaleChoice.auto,
     max_epochs: Annotated[int, typer.Option("--max-epochs", min=1, help="Training epochs.")] = 100,
     seed: Annotated[int, typer.Option("--seed", help="Training seed.")] = 0,
-    n_programs: Annotated[int, typer.Option("--n-programs", min=1, help="Latent programs.")] = 16,
+    n_programs: Annotated[int | None, typer.Option("--n-programs", min=1, help=(
+        "Latent programs (default 16; with --staged chosen from the data)."))] = None,
+    staged: Annotated[bool, typer.Option("--staged", help=(
+        "Fit stage by stage (CiteVAE.train_staged, linear drift) instead of by the joint "
+        "objective; --max-epochs, --resume and --checkpoint-dir do not apply."))] = False,
+    staged_options: Annotated[str | None, typer.Option("--staged-options", help=(
+        'JSON of StagedConfig fields for --staged, e.g. \'{"mechanism_steps": 400}\'.'))] = None,
     overwrite: Annotated[bool, typer.Option(
         "--overwrite", help="Replace an existing --out and start over from epoch 0.")] = False,
     resume: Annotated[bool, typer.Option("--resume", help=(
@@ -142,12 +152,33 @@ def train(
     """Fit CiteVAE to an h5ad file and save the model directory.
 
     A checkpoint is replaced after every epoch; after a crash or kill, the same command with
-    --resume finishes the run with the result of an uninterrupted one.
+    --resume finishes the run with the result of an uninterrupted one. --staged fits the model
+    stage by stage instead (no checkpoints).
     """
     from citevae.model import CiteVAE
     from citevae.train.checkpoints import CHECKPOINT_FILE
 
     use_threads(threads)
+    if staged:
+        if resume:
+            raise CLIError("--resume continues the joint training; --staged has no checkpoints")
+        options = _json_object(staged_options, "--staged-options")
+        if n_programs is not None:
+            options["n_programs"] = n_programs
+        if out.exists() and not overwrite:
+            raise CLIError(f"{out} exists; pass --overwrite to replace it")
+        adata = _setup(data, perturbation_key, control, time_key, covariate_key, layer, scale,
+                       time_unit)
+        model = CiteVAE(adata, linear_transition=True)
+        console.print(f"fitting CiteVAE stage by stage on {adata.n_obs} cells")
+        result = model.train_staged(seed=seed, num_threads=threads, **options)
+        path = model.save(out, overwrite=overwrite)
+        console.print(f"fitted {result.components.n_programs} programs and "
+                      f"{model.config.n_invariant} invariant dimensions in {result.seconds:.0f} s; "
+                      f"saved to {path}")
+        return
+    if staged_options is not None:
+        raise CLIError("--staged-options needs --staged")
     if resume and overwrite:
         raise CLIError("--resume and --overwrite contradict each other; pass one of them")
     if out.exists() and not (overwrite or resume):
@@ -159,11 +190,8 @@ def train(
             raise CLIError(f"{stale} holds the checkpoint of an earlier run; pass --resume to "
                            "continue it or --overwrite to start over")
         stale.unlink()
-    adata = read_h5ad(data)
-    CiteVAE.setup_anndata(adata, perturbation_key=perturbation_key, control=control,
-                          time_key=time_key, covariate_keys=list(covariate_key or ()), layer=layer,
-                          scale=scale.value, time_unit=time_unit)
-    model = CiteVAE(adata, n_programs=n_programs)
+    adata = _setup(data, perturbation_key, control, time_key, covariate_key, layer, scale, time_unit)
+    model = CiteVAE(adata, n_programs=n_programs or DEFAULT_PROGRAMS)
     console.print(f"training {model!r} on {adata.n_obs} cells")
     result = model.train(max_epochs=max_epochs, seed=seed, progress_bar=progress, num_threads=threads,
                          checkpoint_dir=checkpoints, resume=resume)
@@ -173,6 +201,32 @@ def train(
     path = model.save(out, overwrite=overwrite or resume)
     console.print(f"trained {result.epochs_run} epoch(s), best validation loss "
                   f"{result.best_score:.4g} at epoch {result.best_epoch}; saved to {path}")
+
+
+def _setup(data: Path, perturbation_key: str, control: str, time_key: str | None,
+           covariate_key: list[str] | None, layer: str | None, scale: ScaleChoice,
+           time_unit: float | None):
+    """The training file, read and registered with ``CiteVAE.setup_anndata``."""
+    from citevae.model import CiteVAE
+
+    adata = read_h5ad(data)
+    CiteVAE.setup_anndata(adata, perturbation_key=perturbation_key, control=control,
+                          time_key=time_key, covariate_keys=list(covariate_key or ()), layer=layer,
+                          scale=scale.value, time_unit=time_unit)
+    return adata
+
+
+def _json_object(text: str | None, option: str) -> dict:
+    """The JSON object given to ``option`` ({} when not given)."""
+    if text is None:
+        return {}
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as err:
+        raise CLIError(f"{option} is not valid JSON: {err}") from None
+    if not isinstance(value, dict):
+        raise CLIError(f"{option} must be a JSON object like '{{\"key\": 1}}', got {text}")
+    return value
 
 
 # predict -------------------------------------------------------------------------------------------
