@@ -25,8 +25,8 @@ trains K models, ``MODEL_SEED_STRIDE`` seeds apart, scores each as "citevae[i]" 
 predicted cells as "citevae"; restrained edges with ``"weight_averaging": 0.995`` and three models
 score 1.784 (8 of 9), 2.032 (5 of 9) and 1.905 (6 of 9), pooled 1.820 (6 of 9) (DEVELOPERS.md,
 sessions 12 and 13). ``--staged`` fits CITE-VAE by ``CiteVAE.train_staged`` instead of
-``train``: ``--staged --citevae '{"linear_transition": true}' --inputs log1p`` scores 1.223
-(9 of 9; DEVELOPERS.md, session 18).
+``train``: ``--staged --citevae '{"linear_transition": true}'`` scores 1.223 on log1p and
+1.198 on counts (9 of 9 each; DEVELOPERS.md, session 18).
 """
 
 from __future__ import annotations
