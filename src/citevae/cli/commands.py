@@ -159,14 +159,18 @@ def train(
     from citevae.train.checkpoints import CHECKPOINT_FILE
 
     use_threads(threads)
+    if staged and resume:
+        raise CLIError("--resume continues the joint training; --staged has no checkpoints")
+    if staged_options is not None and not staged:
+        raise CLIError("--staged-options needs --staged")
+    if resume and overwrite:
+        raise CLIError("--resume and --overwrite contradict each other; pass one of them")
+    if out.exists() and not (overwrite or resume):
+        raise CLIError(f"{out} exists; pass --overwrite to replace it")
     if staged:
-        if resume:
-            raise CLIError("--resume continues the joint training; --staged has no checkpoints")
         options = _json_object(staged_options, "--staged-options")
         if n_programs is not None:
             options["n_programs"] = n_programs
-        if out.exists() and not overwrite:
-            raise CLIError(f"{out} exists; pass --overwrite to replace it")
         adata = _setup(data, perturbation_key, control, time_key, covariate_key, layer, scale,
                        time_unit)
         model = CiteVAE(adata, linear_transition=True)
@@ -177,12 +181,6 @@ def train(
                       f"{model.config.n_invariant} invariant dimensions in {result.seconds:.0f} s; "
                       f"saved to {path}")
         return
-    if staged_options is not None:
-        raise CLIError("--staged-options needs --staged")
-    if resume and overwrite:
-        raise CLIError("--resume and --overwrite contradict each other; pass one of them")
-    if out.exists() and not (overwrite or resume):
-        raise CLIError(f"{out} exists; pass --overwrite to replace it")
     checkpoints = checkpoint_dir or out.with_name(f"{out.name}.checkpoints")
     stale = checkpoints / CHECKPOINT_FILE
     if stale.exists() and not resume:

@@ -265,11 +265,12 @@ class _Fitter:
         observed_cov = torch.stack([torch.cov(z[rows].T) for rows in groups])
         sources = z[cells.sources].repeat(self.config.rollouts_per_control, 1)
         n_sources, n_groups = len(sources), len(groups)
+        starts = sources.repeat(n_groups, 1)
         u_rows, step_rows = u.repeat_interleave(n_sources, 0), steps.repeat_interleave(n_sources)
         _start_mechanisms(dynamics)
 
         def loss(_: torch.Tensor | slice) -> torch.Tensor:
-            rolled = dynamics.rollout(sources.repeat(n_groups, 1), u_rows, step_rows, sample=True,
+            rolled = dynamics.rollout(starts, u_rows, step_rows, sample=True,
                                       generator=self.generator).view(n_groups, n_sources, -1)
             mean = rolled.mean(1)
             centred = rolled - mean.unsqueeze(1)
